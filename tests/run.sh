@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The one test command: installs what the tests need when it is missing, starts a private PostgreSQL on
+# loopback, then runs the formatter check, clippy and every test. Safe to rerun.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+for pair in cmake:cmake sox:sox sipp:sip-tester tshark:tshark pg_ctlcluster:postgresql; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "run.sh: installing ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -q >/dev/null || true
+  $SUDO apt-get install -y -q "${need_apt[@]}" >/dev/null
+fi
+
+# shellcheck source=tests/support/postgres.sh
+source tests/support/postgres.sh
+postgres_start
+trap postgres_stop EXIT
+
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --locked --all-targets -- "$@"
+cargo test --locked --doc
+echo "run.sh: all tests passed"
