@@ -11,6 +11,8 @@
 //!   `migrate`, `check-config`.
 //! - [`sip`]: SIP message parsing and printing, digest authentication, transactions and dialogs (sans-IO).
 //! - [`media`]: G.711, Opus, jitter buffer and DTMF (sans-IO).
+//! - [`transport`]: the sockets of signaling: HTTP(S) + SIP over WebSocket toward browsers, SIP over UDP/TCP
+//!   toward trunks.
 //! - [`server`]: the running gateway: listeners, tasks, the clock, graceful shutdown.
 
 pub mod cli;
@@ -19,3 +21,4 @@ pub mod db;
 pub mod media;
 pub mod server;
 pub mod sip;
+pub mod transport;
