@@ -3,6 +3,7 @@
 //!
 //! ## Layout
 //!
+//! - [`admission`]: who may call: widget tokens, Origin checks, per-widget, per-source and gateway limits.
 //! - [`config`]: typed configuration (`config/callgate.toml`, `CALLGATE_*` overrides); an invalid config
 //!   cannot be built.
 //! - [`db`]: sqlx pool (SQLite by default, PostgreSQL for several nodes), migrations from `sql/`, and the
@@ -15,6 +16,7 @@
 //!   toward trunks.
 //! - [`server`]: the running gateway: listeners, tasks, the clock, graceful shutdown.
 
+pub mod admission;
 pub mod cli;
 pub mod config;
 pub mod db;
