@@ -8,6 +8,7 @@
 //!   cannot be built.
 //! - [`db`]: sqlx pool (SQLite by default, PostgreSQL for several nodes), migrations from `sql/`, and the
 //!   trunk, widget and call-record repositories.
+//! - [`b2bua`]: the call: two SIP dialogs and the policy of what crosses between them (sans-IO).
 //! - [`cli`]: the `callgate` command line: admin commands for trunks, widgets and call records, `serve`,
 //!   `migrate`, `check-config`.
 //! - [`sip`]: SIP message parsing and printing, digest authentication, transactions and dialogs (sans-IO).
@@ -17,6 +18,7 @@
 //! - [`server`]: the running gateway: listeners, tasks, the clock, graceful shutdown.
 
 pub mod admission;
+pub mod b2bua;
 pub mod cli;
 pub mod config;
 pub mod db;
