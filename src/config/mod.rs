@@ -949,10 +949,8 @@ mod tests {
             .iter()
             .map(|(name, value)| (name.to_string(), value.to_string()));
         Config::load_with_env(Some(&path), env).map_err(|error| {
-            error
-                .to_string()
-                .replace(&format!("{}", dir.path().display()), "")
-                .replace("/x.toml", "x.toml")
+            let dir_prefix = format!("{}{}", dir.path().display(), std::path::MAIN_SEPARATOR);
+            error.to_string().replace(&dir_prefix, "")
         })
     }
 
