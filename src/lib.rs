@@ -15,6 +15,7 @@
 //! - [`media`]: G.711, Opus, jitter buffer and DTMF (sans-IO).
 //! - [`transport`]: the sockets of signaling: HTTP(S) + SIP over WebSocket toward browsers, SIP over UDP/TCP
 //!   toward trunks.
+//! - [`metrics`]: lock-free counters and histograms, rendered for `/metrics` in Prometheus text format.
 //! - [`server`]: the running gateway: listeners, tasks, the clock, graceful shutdown.
 
 pub mod admission;
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod media;
+pub mod metrics;
 pub mod server;
 pub mod sip;
 pub mod transport;

@@ -13,7 +13,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::db::Database;
-use crate::transport::http::{self, HttpContext, Readiness};
+use crate::metrics::Metrics;
+use crate::transport::http::{self, HttpContext, Readiness, StaticResponse};
 use crate::transport::sip_net::{SipTcp, SipUdp};
 
 /// Why the gateway could not start or stopped with an error.
@@ -69,12 +70,22 @@ pub async fn run(config: Config, db: Database) -> Result<(), ServerError> {
             }
         })
     };
-    let context = Arc::new(HttpContext::new(
+    let metrics = Arc::new(Metrics::default());
+    let mut context = HttpContext::new(
         ws_events_tx,
         config.limits.max_message_bytes as usize,
         config.limits.max_ws_connections as usize,
         readiness,
+    );
+    let scraped = metrics.clone();
+    context.routes.push((
+        "/metrics".to_owned(),
+        Arc::new(move || StaticResponse {
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body: scraped.render().into(),
+        }),
     ));
+    let context = Arc::new(context);
 
     let http_listener = bind_tcp("http", config.http.listen).await?;
     tracing::info!(address = %config.http.listen, "http and websocket listening");
@@ -127,7 +138,7 @@ pub async fn run(config: Config, db: Database) -> Result<(), ServerError> {
     if let Some(address) = tcp_bound {
         tracing::info!(%address, "sip tcp listening");
     }
-    let _signaling_inputs = (ws_events, sip_events, sip_udp, sip_tcp);
+    let _signaling_inputs = (ws_events, sip_events, sip_udp, sip_tcp, metrics);
 
     wait_for_signal().await?;
     tracing::info!(drain = ?config.limits.drain, "shutting down: refusing new calls, draining");
