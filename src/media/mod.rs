@@ -10,4 +10,5 @@
 //! - [`dtmf`]: RFC 4733 telephone-events (sender, receiver, 48000 ⇄ 8000 Hz mapping) and SIP INFO bodies.
 
 pub mod g711;
+pub mod opus_codec;
 pub mod plc;
