@@ -10,6 +10,7 @@
 //! - [`cli`]: the `callgate` command line: admin commands for trunks, widgets and call records, `serve`,
 //!   `migrate`, `check-config`.
 //! - [`sip`]: SIP message parsing and printing, digest authentication, transactions and dialogs (sans-IO).
+//! - [`sdp`]: SDP offer/answer toward the PBX: G.711 and telephone-event negotiation, hold directions.
 //! - [`media`]: G.711, Opus, jitter buffer and DTMF (sans-IO).
 //! - [`server`]: the running gateway: listeners, tasks, the clock, graceful shutdown.
 
@@ -17,5 +18,6 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod media;
+pub mod sdp;
 pub mod server;
 pub mod sip;
