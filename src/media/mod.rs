@@ -1,3 +1,4 @@
 //! See the crate docs for what this module owns.
 
+pub mod rtcp;
 pub mod rtp_packet;
