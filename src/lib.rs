@@ -12,6 +12,7 @@
 //! - [`cli`]: the `callgate` command line: admin commands for trunks, widgets and call records, `serve`,
 //!   `migrate`, `check-config`.
 //! - [`sip`]: SIP message parsing and printing, digest authentication, transactions and dialogs (sans-IO).
+//! - [`sdp`]: SDP offer/answer toward the PBX: G.711 and telephone-event negotiation, hold directions.
 //! - [`media`]: G.711, Opus, jitter buffer and DTMF (sans-IO).
 //! - [`transport`]: the sockets of signaling: HTTP(S) + SIP over WebSocket toward browsers, SIP over UDP/TCP
 //!   toward trunks.
@@ -25,6 +26,7 @@ pub mod config;
 pub mod db;
 pub mod media;
 pub mod metrics;
+pub mod sdp;
 pub mod server;
 pub mod sip;
 pub mod transport;

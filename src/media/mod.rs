@@ -8,7 +8,11 @@
 //! - [`opus_codec`]: libopus decoding straight to 8 kHz and encoding from 8 kHz, with in-band FEC and PLC.
 //! - [`jitter`]: an adaptive jitter buffer producing one 20 ms frame per tick.
 //! - [`dtmf`]: RFC 4733 telephone-events (sender, receiver, 48000 ⇄ 8000 Hz mapping) and SIP INFO bodies.
+//! - [`rtp_packet`]: RTP header parse/write without allocation, RFC 5761 RTP/RTCP demux.
+//! - [`rtcp`]: RTCP sender/receiver reports and RFC 3550 reception statistics.
 
 pub mod g711;
 pub mod opus_codec;
 pub mod plc;
+pub mod rtcp;
+pub mod rtp_packet;
