@@ -10,9 +10,15 @@
 //! - [`dtmf`]: RFC 4733 telephone-events (sender, receiver, 48000 ⇄ 8000 Hz mapping) and SIP INFO bodies.
 //! - [`rtp_packet`]: RTP header parse/write without allocation, RFC 5761 RTP/RTCP demux.
 //! - [`rtcp`]: RTCP sender/receiver reports and RFC 3550 reception statistics.
+//! - [`webrtc_leg`]: the browser-facing leg (str0m, ICE-lite, DTLS-SRTP), one per call.
+//! - [`demux`]: O(1) routing of a media worker socket's datagrams to WebRTC legs.
+//! - [`webrtc_client`]: the browser side of a WebRTC call, for tests and the load generator.
 
+pub mod demux;
 pub mod g711;
 pub mod opus_codec;
 pub mod plc;
 pub mod rtcp;
 pub mod rtp_packet;
+pub mod webrtc_client;
+pub mod webrtc_leg;
