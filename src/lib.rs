@@ -9,6 +9,7 @@
 //! - [`db`]: sqlx pool (SQLite by default, PostgreSQL for several nodes), migrations from `sql/`, and the
 //!   trunk, widget and call-record repositories.
 //! - [`b2bua`]: the call: two SIP dialogs and the policy of what crosses between them (sans-IO).
+//! - [`demo`]: the built-in echo endpoint (answers PCMU, echoes RTP) and the demo trunk and widget.
 //! - [`cli`]: the `callgate` command line: admin commands for trunks, widgets and call records, `serve`,
 //!   `migrate`, `check-config`.
 //! - [`sip`]: SIP message parsing and printing, digest authentication, transactions and dialogs (sans-IO).
@@ -24,6 +25,7 @@ pub mod b2bua;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod demo;
 pub mod media;
 pub mod metrics;
 pub mod sdp;
