@@ -12,6 +12,7 @@
 //! - [`sip`]: SIP message parsing and printing, digest authentication, transactions and dialogs (sans-IO).
 //! - [`media`]: G.711, Opus, jitter buffer and DTMF (sans-IO).
 //! - [`server`]: the running gateway: listeners, tasks, the clock, graceful shutdown.
+//! - [`widget`]: the click-to-call script (bundled from `widget/` by `build.rs`), `/demo` page, snippet.
 
 pub mod cli;
 pub mod config;
@@ -19,3 +20,4 @@ pub mod db;
 pub mod media;
 pub mod server;
 pub mod sip;
+pub mod widget;
