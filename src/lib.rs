@@ -19,6 +19,7 @@
 //!   toward trunks.
 //! - [`metrics`]: lock-free counters and histograms, rendered for `/metrics` in Prometheus text format.
 //! - [`server`]: the running gateway: listeners, tasks, the clock, graceful shutdown.
+//! - [`widget`]: the click-to-call script (bundled from `widget/` by `build.rs`), `/demo` page, snippet.
 
 pub mod admission;
 pub mod b2bua;
@@ -32,3 +33,4 @@ pub mod sdp;
 pub mod server;
 pub mod sip;
 pub mod transport;
+pub mod widget;
