@@ -217,6 +217,9 @@ pub struct RtpLeg {
 
     latched_rtp: Option<SocketAddr>,
     latched_rtcp: Option<SocketAddr>,
+    /// The last RTP and RTCP addresses the PBX's SDP named (a `c=0.0.0.0` hold names none and keeps these).
+    sdp_rtp: Option<SocketAddr>,
+    sdp_rtcp: Option<SocketAddr>,
     remote_ssrc: Option<u32>,
     receive_stats: ReceiveStatistics,
     packets_received: u64,
@@ -243,7 +246,7 @@ impl RtpLeg {
     /// A leg with no remote yet (before the PBX's answer): it sends nothing and expects nothing.
     pub fn new(config: RtpLegConfig, now: Instant) -> Self {
         let mut rng = u64::from(config.ssrc) << 16 | u64::from(config.initial_sequence) | 1;
-        let first_report = now + randomized(config.rtcp_interval / 2, &mut rng);
+        let first_report = later(now, randomized(config.rtcp_interval / 2, &mut rng));
         RtpLeg {
             started: now,
             remote: None,
@@ -262,6 +265,8 @@ impl RtpLeg {
             sent_last_interval: false,
             latched_rtp: None,
             latched_rtcp: None,
+            sdp_rtp: None,
+            sdp_rtcp: None,
             remote_ssrc: None,
             receive_stats: ReceiveStatistics::new(now, G711_CLOCK_RATE),
             packets_received: 0,
@@ -279,21 +284,24 @@ impl RtpLeg {
 
     /// Applies the PBX's negotiated stream (its answer, or what we agreed to in answer to its re-INVITE).
     ///
-    /// Sequence numbers, timestamps and the SSRC carry on unchanged. A new address drops that latch, and
-    /// a stream that starts being expected (unhold) restarts the media-timeout clock.
+    /// Sequence numbers, timestamps and the SSRC carry on unchanged. A new address drops that latch (an
+    /// SDP without address, the `c=0.0.0.0` hold, keeps it for the unhold), and a stream that starts being
+    /// expected (unhold) restarts the media-timeout clock.
     pub fn set_remote(&mut self, now: Instant, media: PbxMedia) {
         let was_expecting = self.expects_media();
-        let old = self.remote.replace(media);
-        let (old_rtp, old_rtcp) = old
-            .as_ref()
-            .map_or((None, None), |m| (m.rtp_addr(), m.rtcp_addr()));
-        let moved = self.remote.as_ref().is_some_and(|m| m.rtp_addr() != old_rtp);
+        let moved = media
+            .rtp_addr()
+            .is_some_and(|rtp| self.sdp_rtp.replace(rtp) != Some(rtp));
         if moved {
             self.latched_rtp = None;
         }
-        if self.remote.as_ref().is_some_and(|m| m.rtcp_addr() != old_rtcp) {
+        if media
+            .rtcp_addr()
+            .is_some_and(|rtcp| self.sdp_rtcp.replace(rtcp) != Some(rtcp))
+        {
             self.latched_rtcp = None;
         }
+        self.remote = Some(media);
         if self.expects_media() && (!was_expecting || moved) {
             self.expecting_since = now;
         }
@@ -351,7 +359,8 @@ impl RtpLeg {
         let since = self
             .last_received
             .map_or(self.expecting_since, |last| last.max(self.expecting_since));
-        Some(since + self.config.rtp_timeout)
+        // A timeout too large to represent never fires.
+        since.checked_add(self.config.rtp_timeout)
     }
 
     /// The next instant [`RtpLeg::handle_timeout`] has work: a report, or the media-timeout deadline.
@@ -373,7 +382,7 @@ impl RtpLeg {
         if self.closed || now < self.next_report {
             return None;
         }
-        self.next_report = now + randomized(self.config.rtcp_interval, &mut self.rng);
+        self.next_report = later(now, randomized(self.config.rtcp_interval, &mut self.rng));
         self.write_report(now, out, false)
     }
 
@@ -723,7 +732,14 @@ fn randomized(interval: Duration, state: &mut u64) -> Duration {
     *state ^= *state >> 7;
     *state ^= *state << 17;
     let unit = (*state >> 11) as f64 / (1u64 << 53) as f64;
-    interval.mul_f64(0.5 + unit)
+    Duration::try_from_secs_f64(interval.as_secs_f64() * (0.5 + unit)).unwrap_or(interval)
+}
+
+/// `now + delay`, or a day later if a configured delay is too large for an `Instant`.
+fn later(now: Instant, delay: Duration) -> Instant {
+    now.checked_add(delay)
+        .or_else(|| now.checked_add(Duration::from_secs(86_400)))
+        .unwrap_or(now)
 }
 
 #[cfg(test)]
@@ -976,6 +992,13 @@ mod tests {
         );
         let report = leg.handle_timeout(leg.poll_timeout().unwrap(), &mut out).unwrap();
         assert_eq!(report.to, nat_rtcp);
+
+        // An RFC 2543 hold (c=0.0.0.0) and the unhold to the same address keep the NAT latch.
+        let legacy_hold = ASTERISK_UNHOLD.replace("c=IN IP4 192.0.2.20", "c=IN IP4 0.0.0.0");
+        leg.set_remote(t0, PbxSdp::parse(&legacy_hold).unwrap());
+        assert_eq!(send(&mut leg, t0 + ms(20)), None);
+        leg.set_remote(t0, PbxSdp::parse(ASTERISK_UNHOLD).unwrap());
+        assert_eq!(send(&mut leg, t0 + ms(20)).unwrap().0.to, nat_rtp);
 
         // A third party is refused and changes nothing.
         let stranger = addr("203.0.113.66:5004");
@@ -1390,6 +1413,21 @@ mod tests {
         assert_eq!(send(&mut leg, t0 + ms(520)), None);
         assert_eq!(leg.close(t0 + ms(540), &mut out), None);
         assert!(!leg.media_timed_out(t0 + Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn absurd_configured_durations_do_not_panic() {
+        let t0 = Instant::now();
+        let mut config = RtpLegConfig::new(local_rtp(), local_rtcp(), SSRC, 1, 1, wallclock());
+        config.rtp_timeout = Duration::MAX;
+        config.rtcp_interval = Duration::MAX;
+        let mut leg = RtpLeg::new(config, t0);
+        leg.set_remote(t0, PbxSdp::parse(ASTERISK_ANSWER).unwrap());
+        assert!(!leg.media_timed_out(t0 + Duration::from_secs(86_400 * 365)));
+        let due = leg.poll_timeout().unwrap();
+        assert!(due > t0);
+        let mut out = [0u8; 256];
+        assert!(leg.handle_timeout(due, &mut out).is_some());
     }
 
     #[test]
