@@ -19,6 +19,7 @@ pub mod g711;
 pub mod opus_codec;
 pub mod plc;
 pub mod rtcp;
+pub mod rtp_leg;
 pub mod rtp_packet;
 pub mod webrtc_client;
 pub mod webrtc_leg;
