@@ -543,3 +543,171 @@ fn garbage_does_not_hurt_a_connected_leg() {
     assert!(pair.leg.is_connected());
     assert_eq!(pair.exchange_audio(5, 0, 0), 5);
 }
+
+// ---- Golden SDP: our answers to real browser offers ----
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sdp/browser");
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(format!("{FIXTURES}/{name}")).unwrap()
+}
+
+/// Replaces what differs between runs (ICE credentials, certificate, SSRC, CNAME, session id) with
+/// placeholders, line by line.
+fn mask(sdp: &str) -> String {
+    let mut out = String::new();
+    for line in sdp.lines() {
+        let masked = if let Some(rest) = line.strip_prefix("o=") {
+            let mut fields: Vec<&str> = rest.split(' ').collect();
+            if fields.len() > 1 {
+                fields[1] = "<SESSION-ID>";
+            }
+            format!("o={}", fields.join(" "))
+        } else if line.starts_with("a=ice-ufrag:") {
+            "a=ice-ufrag:<UFRAG>".to_string()
+        } else if line.starts_with("a=ice-pwd:") {
+            "a=ice-pwd:<PWD>".to_string()
+        } else if let Some(rest) = line.strip_prefix("a=fingerprint:") {
+            let hash = rest.split(' ').next().unwrap_or_default();
+            format!("a=fingerprint:{hash} <FINGERPRINT>")
+        } else if let Some(rest) = line.strip_prefix("a=ssrc:") {
+            let (_, attribute) = rest.split_once(' ').unwrap_or((rest, ""));
+            let attribute = if attribute.starts_with("cname:") {
+                "cname:<CNAME>"
+            } else {
+                attribute
+            };
+            format!("a=ssrc:<SSRC> {attribute}")
+        } else if line.starts_with("a=candidate:") && line.contains(" ufrag ") {
+            let (head, _) = line.split_once(" ufrag ").unwrap();
+            format!("{head} ufrag <UFRAG>")
+        } else {
+            line.to_string()
+        };
+        out.push_str(&masked);
+        out.push('\n');
+    }
+    out
+}
+
+/// Compares with the golden file; `CALLGATE_UPDATE_GOLDEN=1` rewrites it instead.
+fn assert_golden(name: &str, answer: &str) {
+    let path = format!("{FIXTURES}/{name}");
+    let masked = mask(answer);
+    if std::env::var_os("CALLGATE_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &masked).unwrap();
+    }
+    let golden = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert_eq!(masked, golden, "answer differs from {name}");
+}
+
+/// The payload types of the audio m-line, checked against the rtpmap lines: each listed once,
+/// each mapped once, and exactly one telephone-event.
+fn assert_payload_types_unique(answer: &str) -> Vec<u8> {
+    let m_line = answer.lines().find(|l| l.starts_with("m=audio")).unwrap();
+    let pts: Vec<u8> = m_line.split(' ').skip(3).map(|pt| pt.parse().unwrap()).collect();
+    let mut sorted = pts.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), pts.len(), "duplicate payload type in {m_line}");
+    let mut mapped: Vec<u8> = answer
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=rtpmap:"))
+        .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    mapped.sort_unstable();
+    assert_eq!(mapped, sorted, "rtpmap lines do not match the m-line");
+    let events = answer.lines().filter(|l| l.contains(" telephone-event/")).count();
+    assert_eq!(events, 1, "{answer}");
+    pts
+}
+
+#[test]
+fn chrome_offer_golden_answers() {
+    let offer = fixture("chrome_offer.sdp");
+    let cases = [
+        (CodecPrefs::default(), "chrome_answer_opus.sdp", vec![111, 110]),
+        (
+            CodecPrefs {
+                passthrough: Some(G711::Pcmu),
+            },
+            "chrome_answer_pcmu.sdp",
+            vec![0, 126],
+        ),
+    ];
+    for (prefs, golden, pts) in cases {
+        let (leg, answer) = WebrtcLeg::accept_offer(Instant::now(), &offer, prefs, &leg_config()).unwrap();
+        assert_eq!(assert_payload_types_unique(&answer), pts);
+        assert!(answer.contains("a=ice-lite"));
+        assert!(answer.contains("a=setup:passive"));
+        assert!(answer.contains(" 203.0.113.10 50000 typ host"));
+        assert!(answer.contains(&format!("a=ice-ufrag:{}", leg.local_ufrag())));
+        assert_golden(golden, &answer);
+    }
+}
+
+#[test]
+fn firefox_offer_golden_answer() {
+    let offer = fixture("firefox_offer.sdp");
+    let (leg, answer) =
+        WebrtcLeg::accept_offer(Instant::now(), &offer, CodecPrefs::default(), &leg_config()).unwrap();
+    // Firefox offers telephone-event only at 8000 Hz, next to Opus at 48000.
+    assert_eq!(assert_payload_types_unique(&answer), [109, 101]);
+    let dtmf = leg.audio().dtmf.unwrap();
+    assert_eq!((dtmf.pt, dtmf.clock_rate), (101, 8000));
+    assert_golden("firefox_answer_opus.sdp", &answer);
+}
+
+#[test]
+fn unacceptable_offers_are_refused() {
+    let chrome = fixture("chrome_offer.sdp");
+    let accept = |sdp: &str| {
+        WebrtcLeg::accept_offer(Instant::now(), sdp, CodecPrefs::default(), &leg_config()).map(|_| ())
+    };
+
+    let no_fingerprint: String = chrome
+        .lines()
+        .filter(|l| !l.starts_with("a=fingerprint:"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    assert_eq!(accept(&no_fingerprint), Err(WebrtcLegError::MissingFingerprint));
+
+    let video_only = chrome
+        .replace(
+            "m=audio 51720 UDP/TLS/RTP/SAVPF 111 63 9 0 8 13 110 126",
+            "m=video 51720 UDP/TLS/RTP/SAVPF 96",
+        )
+        .replace("a=rtpmap:111 opus/48000/2", "a=rtpmap:96 VP8/90000");
+    assert_eq!(accept(&video_only), Err(WebrtcLegError::NoAudio));
+
+    let g722_only = chrome.replace("SAVPF 111 63 9 0 8 13 110 126", "SAVPF 9 13 126");
+    assert_eq!(accept(&g722_only), Err(WebrtcLegError::NoCommonCodec));
+
+    assert!(matches!(
+        accept("this is not SDP"),
+        Err(WebrtcLegError::InvalidSdp(_))
+    ));
+    assert!(matches!(accept(""), Err(WebrtcLegError::InvalidSdp(_))));
+}
+
+#[test]
+fn video_in_the_offer_is_declined() {
+    let chrome = fixture("chrome_offer.sdp");
+    let video = [
+        "m=video 9 UDP/TLS/RTP/SAVPF 96",
+        "c=IN IP4 0.0.0.0",
+        "a=ice-ufrag:Vq8d",
+        "a=ice-pwd:NxjSHDlkDxWQKz3hv8Zl0qLm",
+        "a=setup:actpass",
+        "a=mid:1",
+        "a=sendrecv",
+        "a=rtcp-mux",
+        "a=rtpmap:96 VP8/90000",
+    ];
+    let offer = chrome.replace("a=group:BUNDLE 0", "a=group:BUNDLE 0 1") + &video.join("\r\n") + "\r\n";
+    let (leg, answer) =
+        WebrtcLeg::accept_offer(Instant::now(), &offer, CodecPrefs::default(), &leg_config()).unwrap();
+    assert_eq!(leg.audio().codec, AudioCodec::Opus);
+    assert!(answer.contains("a=group:BUNDLE 0\r\n"), "{answer}");
+    assert!(answer.contains("m=video 0 "), "{answer}");
+}

@@ -1035,37 +1035,37 @@ struct OfferedAudio {
 
 impl OfferedAudio {
     fn of(offer: &SdpOffer) -> Option<OfferedAudio> {
-        offer
+        let line = offer
             .media_lines
             .iter()
-            .filter(|line| !line.disabled)
-            .find_map(|line| {
-                let params: Vec<PayloadParams> = line.rtp_params();
-                if !params.iter().any(|p| p.spec().codec.is_audio()) {
-                    return None;
-                }
-                let codecs = params
-                    .iter()
-                    .filter_map(|p| {
-                        let codec = AudioCodec::from_str0m(p.spec().codec)?;
-                        Some(OfferedCodec {
-                            codec,
-                            channels: p.spec().channels,
-                        })
-                    })
-                    .collect();
-                let event_rates = params
-                    .iter()
-                    .filter(|p| p.spec().codec.is_tele())
-                    .map(|p| p.spec().clock_rate.get())
-                    .collect();
-                // str0m's parser rejects an m-line without exactly one a=mid.
-                Some(OfferedAudio {
-                    mid: line.mid(),
-                    codecs,
-                    event_rates,
+            .find(|line| !line.disabled && line.typ.to_string() == "audio")?;
+        // rtp_params() also lists rtpmap lines whose payload type the m-line does not carry.
+        let params: Vec<PayloadParams> = line
+            .rtp_params()
+            .into_iter()
+            .filter(|p| line.pts.contains(&p.pt()))
+            .collect();
+        let codecs = params
+            .iter()
+            .filter_map(|p| {
+                let codec = AudioCodec::from_str0m(p.spec().codec)?;
+                Some(OfferedCodec {
+                    codec,
+                    channels: p.spec().channels,
                 })
             })
+            .collect();
+        let event_rates = params
+            .iter()
+            .filter(|p| p.spec().codec.is_tele())
+            .map(|p| p.spec().clock_rate.get())
+            .collect();
+        Some(OfferedAudio {
+            // str0m's parser rejects an m-line without exactly one a=mid.
+            mid: line.mid(),
+            codecs,
+            event_rates,
+        })
     }
 
     /// The one telephone-event clock rate to answer with: the codec's own when offered (Chrome
