@@ -10,10 +10,11 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use callgate::media::demux::Demux;
 use callgate::media::webrtc_client::{ClientConfig, ClientEvent, ClientOutput, WebrtcClient};
 use callgate::media::webrtc_leg::{
     AudioCodec, CodecPrefs, DtmfReport, Event, G711, Output, Transmit, WebrtcLeg, WebrtcLegConfig,
-    WebrtcLegError,
+    WebrtcLegError, generate_dtls_cert,
 };
 use str0m::media::Direction;
 
@@ -52,6 +53,9 @@ struct Pair {
     to_client: VecDeque<InFlight>,
     /// Drop everything the client sends (the browser went away without a BYE).
     client_silent: bool,
+    /// The worker socket's demultiplexer, with this leg as 1 and a stranger's leg as 2: every
+    /// datagram the leg gets must have been routed to it.
+    demux: Demux<u32>,
     client_events: Vec<(Instant, ClientEvent)>,
     leg_events: Vec<(Instant, Event)>,
 }
@@ -64,6 +68,9 @@ impl Pair {
         let offer = client.create_offer().unwrap();
         let (leg, answer) = WebrtcLeg::accept_offer(start, &offer, prefs, &leg_config()).unwrap();
         client.accept_answer(&answer).unwrap();
+        let mut demux = Demux::new();
+        demux.register(1, leg.local_ufrag()).unwrap();
+        demux.register(2, "someone-else").unwrap();
         let mut pair = Pair {
             now: start,
             start,
@@ -74,6 +81,7 @@ impl Pair {
             to_leg: VecDeque::new(),
             to_client: VecDeque::new(),
             client_silent: false,
+            demux,
             client_events: Vec::new(),
             leg_events: Vec::new(),
         };
@@ -154,6 +162,12 @@ impl Pair {
             let packet = self.to_leg.pop_front().unwrap();
             // The NAT forwards the packet for the public address to the bound socket.
             assert_eq!(packet.transmit.to, advertised_addr());
+            let routed = self.demux.route(packet.transmit.from, &packet.transmit.bytes);
+            assert_eq!(
+                routed,
+                Some(1),
+                "demux must route the browser's datagrams to its leg"
+            );
             self.leg.handle_receive(
                 self.now,
                 packet.transmit.from,
@@ -710,4 +724,118 @@ fn video_in_the_offer_is_declined() {
     assert_eq!(leg.audio().codec, AudioCodec::Opus);
     assert!(answer.contains("a=group:BUNDLE 0\r\n"), "{answer}");
     assert!(answer.contains("m=video 0 "), "{answer}");
+}
+
+#[test]
+fn closing_the_leg_tells_the_browser() {
+    let mut pair = Pair::connected(ClientConfig::chrome(client_addr()), CodecPrefs::default());
+    pair.leg.close(pair.now);
+    pair.drain();
+    pair.run_until(Duration::from_secs(2), |p| {
+        p.has_client_event(|e| *e == ClientEvent::Disconnected)
+    });
+    assert!(pair.leg.is_ended());
+    assert_eq!(
+        pair.leg.write_audio(pair.now, 111, 0, &[1u8, 2, 3][..]),
+        Err(WebrtcLegError::Ended)
+    );
+}
+
+#[test]
+fn legs_can_share_one_certificate() {
+    let mut config = leg_config();
+    config.dtls_cert = Some(generate_dtls_cert().unwrap());
+    let offer = fixture("chrome_offer.sdp");
+    let fingerprint = |answer: &str| {
+        answer
+            .lines()
+            .find(|l| l.starts_with("a=fingerprint:"))
+            .unwrap()
+            .to_string()
+    };
+    let (_, first) = WebrtcLeg::accept_offer(Instant::now(), &offer, CodecPrefs::default(), &config).unwrap();
+    let (_, second) =
+        WebrtcLeg::accept_offer(Instant::now(), &offer, CodecPrefs::default(), &config).unwrap();
+    let (_, own) =
+        WebrtcLeg::accept_offer(Instant::now(), &offer, CodecPrefs::default(), &leg_config()).unwrap();
+    assert_eq!(fingerprint(&first), fingerprint(&second));
+    assert_ne!(fingerprint(&first), fingerprint(&own));
+}
+
+#[test]
+fn real_udp_sockets_on_loopback() {
+    use std::net::UdpSocket;
+
+    let leg_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let client_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    leg_socket.set_nonblocking(true).unwrap();
+    client_socket.set_nonblocking(true).unwrap();
+    let leg_addr = leg_socket.local_addr().unwrap();
+    let client_addr = client_socket.local_addr().unwrap();
+
+    let start = Instant::now();
+    let mut client = WebrtcClient::new(start, &ClientConfig::chrome(client_addr)).unwrap();
+    let offer = client.create_offer().unwrap();
+    let config = WebrtcLegConfig::new(leg_addr, leg_addr);
+    let (mut leg, answer) = WebrtcLeg::accept_offer(start, &offer, CodecPrefs::default(), &config).unwrap();
+    client.accept_answer(&answer).unwrap();
+    let mut demux = Demux::new();
+    demux.register(7u32, leg.local_ufrag()).unwrap();
+
+    const FRAMES: u32 = 25;
+    let (mut sent, mut at_leg, mut at_client) = (0u32, 0u32, 0u32);
+    let mut next_frame = None;
+    let mut buf = [0u8; 2000];
+    let deadline = start + Duration::from_secs(10);
+    while (at_leg < FRAMES || at_client < FRAMES) && Instant::now() < deadline {
+        let now = Instant::now();
+        while let Ok((len, source)) = leg_socket.recv_from(&mut buf) {
+            assert_eq!(demux.route(source, &buf[..len]), Some(7));
+            leg.handle_receive(now, source, leg_addr, &buf[..len]);
+        }
+        while let Ok((len, source)) = client_socket.recv_from(&mut buf) {
+            client.handle_receive(now, source, client_addr, &buf[..len]);
+        }
+        leg.handle_timeout(now);
+        client.handle_timeout(now);
+        if leg.is_connected() && client.is_connected() && sent < FRAMES {
+            let due = *next_frame.get_or_insert(now);
+            if now >= due {
+                let payload = frame_payload(sent);
+                client.write_audio(now, u64::from(sent * 960), &payload).unwrap();
+                leg.write_audio(now, 111, sent * 960, &payload[..]).unwrap();
+                sent += 1;
+                next_frame = Some(due + FRAME);
+            }
+        }
+        loop {
+            match leg.poll_output() {
+                Output::Transmit(t) => {
+                    assert_eq!(t.from, leg_addr);
+                    leg_socket.send_to(&t.bytes, t.to).unwrap();
+                }
+                Output::Event(Event::Audio { payload, .. }) => {
+                    assert_eq!(payload.to_vec(), frame_payload(at_leg));
+                    at_leg += 1;
+                }
+                Output::Event(_) => {}
+                Output::Timeout(_) => break,
+            }
+        }
+        loop {
+            match client.poll_output() {
+                ClientOutput::Transmit(t) => {
+                    client_socket.send_to(&t.bytes, t.to).unwrap();
+                }
+                ClientOutput::Event(ClientEvent::Audio { payload, .. }) => {
+                    assert_eq!(payload.to_vec(), frame_payload(at_client));
+                    at_client += 1;
+                }
+                ClientOutput::Event(_) => {}
+                ClientOutput::Timeout(_) => break,
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!((at_leg, at_client), (FRAMES, FRAMES));
 }

@@ -180,6 +180,14 @@ pub struct WebrtcLegConfig {
     pub dtls_cert: Option<DtlsCert>,
 }
 
+/// Generates a DTLS certificate to share between legs through [`WebrtcLegConfig::dtls_cert`]:
+/// one key generation per process instead of one per call.
+pub fn generate_dtls_cert() -> Option<DtlsCert> {
+    str0m::crypto::from_feature_flags()
+        .dtls_provider
+        .generate_certificate()
+}
+
 impl WebrtcLegConfig {
     /// A config with the default timers and a certificate of the leg's own.
     pub fn new(advertised_addr: SocketAddr, local_addr: SocketAddr) -> Self {
@@ -474,7 +482,8 @@ impl WebrtcLeg {
         Ok((leg, answer.to_sdp_string()))
     }
 
-    /// The local ICE ufrag: register it with the worker's [`Demux`](super::demux::Demux).
+    /// The local ICE ufrag: register it with the worker's [`Demux`](super::demux::Demux), and
+    /// again after [`WebrtcLeg::accept_reoffer`] when it changed (an ICE restart renews it).
     pub fn local_ufrag(&self) -> &str {
         &self.local_ufrag
     }
