@@ -555,6 +555,19 @@ fn garbage_does_not_hurt_a_connected_leg() {
         pair.drain();
     }
     assert!(pair.leg.is_connected());
+    let rejected = pair.leg.stats().datagrams_rejected;
+    // The same from an address ICE never validated is refused before str0m sees it.
+    let stranger: SocketAddr = "198.51.100.99:4444".parse().unwrap();
+    for bytes in samples {
+        pair.leg.handle_receive(pair.now, stranger, bound_addr(), bytes);
+        pair.drain();
+    }
+    // Classifiable ones too (DTLS, RTP): every one of them is refused.
+    assert_eq!(
+        pair.leg.stats().datagrams_rejected - rejected,
+        samples.len() as u64
+    );
+    assert!(pair.leg.is_connected());
     assert_eq!(pair.exchange_audio(5, 0, 0), 5);
 }
 

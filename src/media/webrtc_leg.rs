@@ -363,6 +363,9 @@ pub struct LegStats {
     pub remote_jitter: Option<Duration>,
     /// Round-trip time from RTCP (receiver report LSR/DLSR).
     pub rtt: Option<Duration>,
+    /// Datagrams refused: unclassifiable, from an address ICE has not validated, or STUN that
+    /// failed its integrity check.
+    pub datagrams_rejected: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -546,10 +549,17 @@ impl WebrtcLeg {
             destination
         };
         let Ok(receive) = Receive::new(Protocol::Udp, source, destination, datagram) else {
-            tracing::trace!(%source, len = datagram.len(), "dropping datagram str0m cannot classify");
+            self.stats.datagrams_rejected += 1;
             return;
         };
-        if let Err(error) = self.rtc.handle_input(Input::Receive(now, receive)) {
+        let input = Input::Receive(now, receive);
+        // Only ICE-validated addresses may feed DTLS and SRTP, and only authenticated checks
+        // count: the demultiplexer routes on a ufrag alone.
+        if !self.rtc.accepts(&input) {
+            self.stats.datagrams_rejected += 1;
+            return;
+        }
+        if let Err(error) = self.rtc.handle_input(input) {
             self.fail(error.to_string());
         }
     }
