@@ -10,10 +10,11 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use callgate::media::demux::Demux;
 use callgate::media::webrtc_client::{ClientConfig, ClientEvent, ClientOutput, WebrtcClient};
 use callgate::media::webrtc_leg::{
     AudioCodec, CodecPrefs, DtmfReport, Event, G711, Output, Transmit, WebrtcLeg, WebrtcLegConfig,
-    WebrtcLegError,
+    WebrtcLegError, generate_dtls_cert,
 };
 use str0m::media::Direction;
 
@@ -52,6 +53,9 @@ struct Pair {
     to_client: VecDeque<InFlight>,
     /// Drop everything the client sends (the browser went away without a BYE).
     client_silent: bool,
+    /// The worker socket's demultiplexer, with this leg as 1 and a stranger's leg as 2: every
+    /// datagram the leg gets must have been routed to it.
+    demux: Demux<u32>,
     client_events: Vec<(Instant, ClientEvent)>,
     leg_events: Vec<(Instant, Event)>,
 }
@@ -64,6 +68,9 @@ impl Pair {
         let offer = client.create_offer().unwrap();
         let (leg, answer) = WebrtcLeg::accept_offer(start, &offer, prefs, &leg_config()).unwrap();
         client.accept_answer(&answer).unwrap();
+        let mut demux = Demux::new();
+        demux.register(1, leg.local_ufrag()).unwrap();
+        demux.register(2, "someone-else").unwrap();
         let mut pair = Pair {
             now: start,
             start,
@@ -74,6 +81,7 @@ impl Pair {
             to_leg: VecDeque::new(),
             to_client: VecDeque::new(),
             client_silent: false,
+            demux,
             client_events: Vec::new(),
             leg_events: Vec::new(),
         };
@@ -154,6 +162,12 @@ impl Pair {
             let packet = self.to_leg.pop_front().unwrap();
             // The NAT forwards the packet for the public address to the bound socket.
             assert_eq!(packet.transmit.to, advertised_addr());
+            let routed = self.demux.route(packet.transmit.from, &packet.transmit.bytes);
+            assert_eq!(
+                routed,
+                Some(1),
+                "demux must route the browser's datagrams to its leg"
+            );
             self.leg.handle_receive(
                 self.now,
                 packet.transmit.from,
@@ -541,5 +555,300 @@ fn garbage_does_not_hurt_a_connected_leg() {
         pair.drain();
     }
     assert!(pair.leg.is_connected());
+    let rejected = pair.leg.stats().datagrams_rejected;
+    // The same from an address ICE never validated is refused before str0m sees it.
+    let stranger: SocketAddr = "198.51.100.99:4444".parse().unwrap();
+    for bytes in samples {
+        pair.leg.handle_receive(pair.now, stranger, bound_addr(), bytes);
+        pair.drain();
+    }
+    // Classifiable ones too (DTLS, RTP): every one of them is refused.
+    assert_eq!(
+        pair.leg.stats().datagrams_rejected - rejected,
+        samples.len() as u64
+    );
+    assert!(pair.leg.is_connected());
     assert_eq!(pair.exchange_audio(5, 0, 0), 5);
+}
+
+// ---- Golden SDP: our answers to real browser offers ----
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sdp/browser");
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(format!("{FIXTURES}/{name}")).unwrap()
+}
+
+/// Replaces what differs between runs (ICE credentials, certificate, SSRC, CNAME, session id) with
+/// placeholders, line by line.
+fn mask(sdp: &str) -> String {
+    let mut out = String::new();
+    for line in sdp.lines() {
+        let masked = if let Some(rest) = line.strip_prefix("o=") {
+            let mut fields: Vec<&str> = rest.split(' ').collect();
+            if fields.len() > 1 {
+                fields[1] = "<SESSION-ID>";
+            }
+            format!("o={}", fields.join(" "))
+        } else if line.starts_with("a=ice-ufrag:") {
+            "a=ice-ufrag:<UFRAG>".to_string()
+        } else if line.starts_with("a=ice-pwd:") {
+            "a=ice-pwd:<PWD>".to_string()
+        } else if let Some(rest) = line.strip_prefix("a=fingerprint:") {
+            let hash = rest.split(' ').next().unwrap_or_default();
+            format!("a=fingerprint:{hash} <FINGERPRINT>")
+        } else if let Some(rest) = line.strip_prefix("a=ssrc:") {
+            let (_, attribute) = rest.split_once(' ').unwrap_or((rest, ""));
+            let attribute = if attribute.starts_with("cname:") {
+                "cname:<CNAME>"
+            } else {
+                attribute
+            };
+            format!("a=ssrc:<SSRC> {attribute}")
+        } else if line.starts_with("a=candidate:") && line.contains(" ufrag ") {
+            let (head, _) = line.split_once(" ufrag ").unwrap();
+            format!("{head} ufrag <UFRAG>")
+        } else {
+            line.to_string()
+        };
+        out.push_str(&masked);
+        out.push('\n');
+    }
+    out
+}
+
+/// Compares with the golden file; `CALLGATE_UPDATE_GOLDEN=1` rewrites it instead.
+fn assert_golden(name: &str, answer: &str) {
+    let path = format!("{FIXTURES}/{name}");
+    let masked = mask(answer);
+    if std::env::var_os("CALLGATE_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &masked).unwrap();
+    }
+    let golden = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert_eq!(masked, golden, "answer differs from {name}");
+}
+
+/// The payload types of the audio m-line, checked against the rtpmap lines: each listed once,
+/// each mapped once, and exactly one telephone-event.
+fn assert_payload_types_unique(answer: &str) -> Vec<u8> {
+    let m_line = answer.lines().find(|l| l.starts_with("m=audio")).unwrap();
+    let pts: Vec<u8> = m_line.split(' ').skip(3).map(|pt| pt.parse().unwrap()).collect();
+    let mut sorted = pts.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), pts.len(), "duplicate payload type in {m_line}");
+    let mut mapped: Vec<u8> = answer
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=rtpmap:"))
+        .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    mapped.sort_unstable();
+    assert_eq!(mapped, sorted, "rtpmap lines do not match the m-line");
+    let events = answer.lines().filter(|l| l.contains(" telephone-event/")).count();
+    assert_eq!(events, 1, "{answer}");
+    pts
+}
+
+#[test]
+fn chrome_offer_golden_answers() {
+    let offer = fixture("chrome_offer.sdp");
+    let cases = [
+        (CodecPrefs::default(), "chrome_answer_opus.sdp", vec![111, 110]),
+        (
+            CodecPrefs {
+                passthrough: Some(G711::Pcmu),
+            },
+            "chrome_answer_pcmu.sdp",
+            vec![0, 126],
+        ),
+    ];
+    for (prefs, golden, pts) in cases {
+        let (leg, answer) = WebrtcLeg::accept_offer(Instant::now(), &offer, prefs, &leg_config()).unwrap();
+        assert_eq!(assert_payload_types_unique(&answer), pts);
+        assert!(answer.contains("a=ice-lite"));
+        assert!(answer.contains("a=setup:passive"));
+        assert!(answer.contains(" 203.0.113.10 50000 typ host"));
+        assert!(answer.contains(&format!("a=ice-ufrag:{}", leg.local_ufrag())));
+        assert_golden(golden, &answer);
+    }
+}
+
+#[test]
+fn firefox_offer_golden_answer() {
+    let offer = fixture("firefox_offer.sdp");
+    let (leg, answer) =
+        WebrtcLeg::accept_offer(Instant::now(), &offer, CodecPrefs::default(), &leg_config()).unwrap();
+    // Firefox offers telephone-event only at 8000 Hz, next to Opus at 48000.
+    assert_eq!(assert_payload_types_unique(&answer), [109, 101]);
+    let dtmf = leg.audio().dtmf.unwrap();
+    assert_eq!((dtmf.pt, dtmf.clock_rate), (101, 8000));
+    assert_golden("firefox_answer_opus.sdp", &answer);
+}
+
+#[test]
+fn unacceptable_offers_are_refused() {
+    let chrome = fixture("chrome_offer.sdp");
+    let accept = |sdp: &str| {
+        WebrtcLeg::accept_offer(Instant::now(), sdp, CodecPrefs::default(), &leg_config()).map(|_| ())
+    };
+
+    let no_fingerprint: String = chrome
+        .lines()
+        .filter(|l| !l.starts_with("a=fingerprint:"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    assert_eq!(accept(&no_fingerprint), Err(WebrtcLegError::MissingFingerprint));
+
+    let video_only = chrome
+        .replace(
+            "m=audio 51720 UDP/TLS/RTP/SAVPF 111 63 9 0 8 13 110 126",
+            "m=video 51720 UDP/TLS/RTP/SAVPF 96",
+        )
+        .replace("a=rtpmap:111 opus/48000/2", "a=rtpmap:96 VP8/90000");
+    assert_eq!(accept(&video_only), Err(WebrtcLegError::NoAudio));
+
+    let g722_only = chrome.replace("SAVPF 111 63 9 0 8 13 110 126", "SAVPF 9 13 126");
+    assert_eq!(accept(&g722_only), Err(WebrtcLegError::NoCommonCodec));
+
+    assert!(matches!(
+        accept("this is not SDP"),
+        Err(WebrtcLegError::InvalidSdp(_))
+    ));
+    assert!(matches!(accept(""), Err(WebrtcLegError::InvalidSdp(_))));
+}
+
+#[test]
+fn video_in_the_offer_is_declined() {
+    let chrome = fixture("chrome_offer.sdp");
+    let video = [
+        "m=video 9 UDP/TLS/RTP/SAVPF 96",
+        "c=IN IP4 0.0.0.0",
+        "a=ice-ufrag:Vq8d",
+        "a=ice-pwd:NxjSHDlkDxWQKz3hv8Zl0qLm",
+        "a=setup:actpass",
+        "a=mid:1",
+        "a=sendrecv",
+        "a=rtcp-mux",
+        "a=rtpmap:96 VP8/90000",
+    ];
+    let offer = chrome.replace("a=group:BUNDLE 0", "a=group:BUNDLE 0 1") + &video.join("\r\n") + "\r\n";
+    let (leg, answer) =
+        WebrtcLeg::accept_offer(Instant::now(), &offer, CodecPrefs::default(), &leg_config()).unwrap();
+    assert_eq!(leg.audio().codec, AudioCodec::Opus);
+    assert!(answer.contains("a=group:BUNDLE 0\r\n"), "{answer}");
+    assert!(answer.contains("m=video 0 "), "{answer}");
+}
+
+#[test]
+fn closing_the_leg_tells_the_browser() {
+    let mut pair = Pair::connected(ClientConfig::chrome(client_addr()), CodecPrefs::default());
+    pair.leg.close(pair.now);
+    pair.drain();
+    pair.run_until(Duration::from_secs(2), |p| {
+        p.has_client_event(|e| *e == ClientEvent::Disconnected)
+    });
+    assert!(pair.leg.is_ended());
+    assert_eq!(
+        pair.leg.write_audio(pair.now, 111, 0, &[1u8, 2, 3][..]),
+        Err(WebrtcLegError::Ended)
+    );
+}
+
+#[test]
+fn legs_can_share_one_certificate() {
+    let mut config = leg_config();
+    config.dtls_cert = Some(generate_dtls_cert().unwrap());
+    let offer = fixture("chrome_offer.sdp");
+    let fingerprint = |answer: &str| {
+        answer
+            .lines()
+            .find(|l| l.starts_with("a=fingerprint:"))
+            .unwrap()
+            .to_string()
+    };
+    let (_, first) = WebrtcLeg::accept_offer(Instant::now(), &offer, CodecPrefs::default(), &config).unwrap();
+    let (_, second) =
+        WebrtcLeg::accept_offer(Instant::now(), &offer, CodecPrefs::default(), &config).unwrap();
+    let (_, own) =
+        WebrtcLeg::accept_offer(Instant::now(), &offer, CodecPrefs::default(), &leg_config()).unwrap();
+    assert_eq!(fingerprint(&first), fingerprint(&second));
+    assert_ne!(fingerprint(&first), fingerprint(&own));
+}
+
+#[test]
+fn real_udp_sockets_on_loopback() {
+    use std::net::UdpSocket;
+
+    let leg_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let client_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    leg_socket.set_nonblocking(true).unwrap();
+    client_socket.set_nonblocking(true).unwrap();
+    let leg_addr = leg_socket.local_addr().unwrap();
+    let client_addr = client_socket.local_addr().unwrap();
+
+    let start = Instant::now();
+    let mut client = WebrtcClient::new(start, &ClientConfig::chrome(client_addr)).unwrap();
+    let offer = client.create_offer().unwrap();
+    let config = WebrtcLegConfig::new(leg_addr, leg_addr);
+    let (mut leg, answer) = WebrtcLeg::accept_offer(start, &offer, CodecPrefs::default(), &config).unwrap();
+    client.accept_answer(&answer).unwrap();
+    let mut demux = Demux::new();
+    demux.register(7u32, leg.local_ufrag()).unwrap();
+
+    const FRAMES: u32 = 25;
+    let (mut sent, mut at_leg, mut at_client) = (0u32, 0u32, 0u32);
+    let mut next_frame = None;
+    let mut buf = [0u8; 2000];
+    let deadline = start + Duration::from_secs(10);
+    while (at_leg < FRAMES || at_client < FRAMES) && Instant::now() < deadline {
+        let now = Instant::now();
+        while let Ok((len, source)) = leg_socket.recv_from(&mut buf) {
+            assert_eq!(demux.route(source, &buf[..len]), Some(7));
+            leg.handle_receive(now, source, leg_addr, &buf[..len]);
+        }
+        while let Ok((len, source)) = client_socket.recv_from(&mut buf) {
+            client.handle_receive(now, source, client_addr, &buf[..len]);
+        }
+        leg.handle_timeout(now);
+        client.handle_timeout(now);
+        if leg.is_connected() && client.is_connected() && sent < FRAMES {
+            let due = *next_frame.get_or_insert(now);
+            if now >= due {
+                let payload = frame_payload(sent);
+                client.write_audio(now, u64::from(sent * 960), &payload).unwrap();
+                leg.write_audio(now, 111, sent * 960, &payload[..]).unwrap();
+                sent += 1;
+                next_frame = Some(due + FRAME);
+            }
+        }
+        loop {
+            match leg.poll_output() {
+                Output::Transmit(t) => {
+                    assert_eq!(t.from, leg_addr);
+                    leg_socket.send_to(&t.bytes, t.to).unwrap();
+                }
+                Output::Event(Event::Audio { payload, .. }) => {
+                    assert_eq!(payload.to_vec(), frame_payload(at_leg));
+                    at_leg += 1;
+                }
+                Output::Event(_) => {}
+                Output::Timeout(_) => break,
+            }
+        }
+        loop {
+            match client.poll_output() {
+                ClientOutput::Transmit(t) => {
+                    client_socket.send_to(&t.bytes, t.to).unwrap();
+                }
+                ClientOutput::Event(ClientEvent::Audio { payload, .. }) => {
+                    assert_eq!(payload.to_vec(), frame_payload(at_client));
+                    at_client += 1;
+                }
+                ClientOutput::Event(_) => {}
+                ClientOutput::Timeout(_) => break,
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!((at_leg, at_client), (FRAMES, FRAMES));
 }

@@ -137,7 +137,7 @@ pub enum ClientEvent {
         rtp_time: u64,
         /// Extended sequence number of the packet that carried it.
         seq: u64,
-        /// SSRC of the gateway's stream is not exposed by frame mode; the payload is.
+        /// The codec payload (frame mode does not expose the sender's SSRC).
         payload: Arc<[u8]>,
     },
     /// A digit from the gateway, once per event (at its first end report).

@@ -180,6 +180,14 @@ pub struct WebrtcLegConfig {
     pub dtls_cert: Option<DtlsCert>,
 }
 
+/// Generates a DTLS certificate to share between legs through [`WebrtcLegConfig::dtls_cert`]:
+/// one key generation per process instead of one per call.
+pub fn generate_dtls_cert() -> Option<DtlsCert> {
+    str0m::crypto::from_feature_flags()
+        .dtls_provider
+        .generate_certificate()
+}
+
 impl WebrtcLegConfig {
     /// A config with the default timers and a certificate of the leg's own.
     pub fn new(advertised_addr: SocketAddr, local_addr: SocketAddr) -> Self {
@@ -355,6 +363,9 @@ pub struct LegStats {
     pub remote_jitter: Option<Duration>,
     /// Round-trip time from RTCP (receiver report LSR/DLSR).
     pub rtt: Option<Duration>,
+    /// Datagrams refused: unclassifiable, from an address ICE has not validated, or STUN that
+    /// failed its integrity check.
+    pub datagrams_rejected: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -474,7 +485,8 @@ impl WebrtcLeg {
         Ok((leg, answer.to_sdp_string()))
     }
 
-    /// The local ICE ufrag: register it with the worker's [`Demux`](super::demux::Demux).
+    /// The local ICE ufrag: register it with the worker's [`Demux`](super::demux::Demux), and
+    /// again after [`WebrtcLeg::accept_reoffer`] when it changed (an ICE restart renews it).
     pub fn local_ufrag(&self) -> &str {
         &self.local_ufrag
     }
@@ -537,10 +549,17 @@ impl WebrtcLeg {
             destination
         };
         let Ok(receive) = Receive::new(Protocol::Udp, source, destination, datagram) else {
-            tracing::trace!(%source, len = datagram.len(), "dropping datagram str0m cannot classify");
+            self.stats.datagrams_rejected += 1;
             return;
         };
-        if let Err(error) = self.rtc.handle_input(Input::Receive(now, receive)) {
+        let input = Input::Receive(now, receive);
+        // Only ICE-validated addresses may feed DTLS and SRTP, and only authenticated checks
+        // count: the demultiplexer routes on a ufrag alone.
+        if !self.rtc.accepts(&input) {
+            self.stats.datagrams_rejected += 1;
+            return;
+        }
+        if let Err(error) = self.rtc.handle_input(input) {
             self.fail(error.to_string());
         }
     }
@@ -1035,37 +1054,37 @@ struct OfferedAudio {
 
 impl OfferedAudio {
     fn of(offer: &SdpOffer) -> Option<OfferedAudio> {
-        offer
+        let line = offer
             .media_lines
             .iter()
-            .filter(|line| !line.disabled)
-            .find_map(|line| {
-                let params: Vec<PayloadParams> = line.rtp_params();
-                if !params.iter().any(|p| p.spec().codec.is_audio()) {
-                    return None;
-                }
-                let codecs = params
-                    .iter()
-                    .filter_map(|p| {
-                        let codec = AudioCodec::from_str0m(p.spec().codec)?;
-                        Some(OfferedCodec {
-                            codec,
-                            channels: p.spec().channels,
-                        })
-                    })
-                    .collect();
-                let event_rates = params
-                    .iter()
-                    .filter(|p| p.spec().codec.is_tele())
-                    .map(|p| p.spec().clock_rate.get())
-                    .collect();
-                // str0m's parser rejects an m-line without exactly one a=mid.
-                Some(OfferedAudio {
-                    mid: line.mid(),
-                    codecs,
-                    event_rates,
+            .find(|line| !line.disabled && line.typ.to_string() == "audio")?;
+        // rtp_params() also lists rtpmap lines whose payload type the m-line does not carry.
+        let params: Vec<PayloadParams> = line
+            .rtp_params()
+            .into_iter()
+            .filter(|p| line.pts.contains(&p.pt()))
+            .collect();
+        let codecs = params
+            .iter()
+            .filter_map(|p| {
+                let codec = AudioCodec::from_str0m(p.spec().codec)?;
+                Some(OfferedCodec {
+                    codec,
+                    channels: p.spec().channels,
                 })
             })
+            .collect();
+        let event_rates = params
+            .iter()
+            .filter(|p| p.spec().codec.is_tele())
+            .map(|p| p.spec().clock_rate.get())
+            .collect();
+        Some(OfferedAudio {
+            // str0m's parser rejects an m-line without exactly one a=mid.
+            mid: line.mid(),
+            codecs,
+            event_rates,
+        })
     }
 
     /// The one telephone-event clock rate to answer with: the codec's own when offered (Chrome
