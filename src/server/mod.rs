@@ -13,9 +13,11 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::db::Database;
+use crate::demo;
 use crate::metrics::Metrics;
 use crate::transport::http::{self, HttpContext, Readiness, StaticResponse};
 use crate::transport::sip_net::{SipTcp, SipUdp};
+use crate::widget;
 
 /// Why the gateway could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,9 @@ pub enum ServerError {
     /// The TLS certificate or key could not be loaded.
     #[error("tls: {0}")]
     Tls(String),
+    /// The demo echo endpoint or its trunk and widget could not be set up.
+    #[error("demo endpoint: {0}")]
+    Demo(String),
     /// Installing a signal handler failed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -85,6 +90,21 @@ pub async fn run(config: Config, db: Database) -> Result<(), ServerError> {
             body: scraped.render().into(),
         }),
     ));
+    context.routes.push((
+        "/widget.js".to_owned(),
+        Arc::new(|| StaticResponse {
+            content_type: "text/javascript; charset=utf-8",
+            body: widget::WIDGET_JS.into(),
+        }),
+    ));
+    if config.demo.enabled {
+        let public_id = start_demo(&config, &db, shutdown.clone()).await?;
+        let page = bytes::Bytes::from(widget::demo_page(&public_id));
+        context.routes.push((
+            "/demo".to_owned(),
+            Arc::new(move || StaticResponse { content_type: "text/html; charset=utf-8", body: page.clone() }),
+        ));
+    }
     let context = Arc::new(context);
 
     let http_listener = bind_tcp("http", config.http.listen).await?;
@@ -149,6 +169,24 @@ pub async fn run(config: Config, db: Database) -> Result<(), ServerError> {
     db.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the echo endpoint, makes sure the `demo` trunk and widget exist, and returns the widget's public id.
+async fn start_demo(config: &Config, db: &Database, shutdown: watch::Receiver<bool>) -> Result<String, ServerError> {
+    let address = config.demo.sip_listen;
+    let bound = demo::start(address, config.media.bind_ip, shutdown)
+        .await
+        .map_err(|source| ServerError::Bind { what: "demo echo endpoint", address, source })?;
+    tracing::info!(address = %bound, "demo echo endpoint listening");
+    let port = config.http.listen.port();
+    let mut origins = vec![format!("http://127.0.0.1:{port}"), format!("http://localhost:{port}")];
+    if let Some(https) = config.https.listen {
+        origins.push(format!("https://{}:{}", config.media.public_ip, https.port()));
+    }
+    demo::ensure_demo_records(db, bound, &origins).await.map_err(|error| ServerError::Demo(error.to_string()))?;
+    let name = demo::DEMO_NAME.parse().map_err(|error: crate::db::InvalidValue| ServerError::Demo(error.to_string()))?;
+    let widget = db.widgets().by_name(&name).await.map_err(|error| ServerError::Demo(error.to_string()))?;
+    Ok(widget.public_id.to_string())
 }
 
 async fn watch_database(db: Database, health: Arc<Health>, mut shutdown: watch::Receiver<bool>) {
