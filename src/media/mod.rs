@@ -10,5 +10,6 @@
 //! - [`dtmf`]: RFC 4733 telephone-events (sender, receiver, 48000 ⇄ 8000 Hz mapping) and SIP INFO bodies.
 
 pub mod g711;
+pub mod jitter;
 pub mod opus_codec;
 pub mod plc;
