@@ -9,6 +9,7 @@
 //! - [`jitter`]: an adaptive jitter buffer producing one 20 ms frame per tick.
 //! - [`dtmf`]: RFC 4733 telephone-events (sender, receiver, 48000 ⇄ 8000 Hz mapping) and SIP INFO bodies.
 
+pub mod dtmf;
 pub mod g711;
 pub mod jitter;
 pub mod opus_codec;
