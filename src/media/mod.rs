@@ -10,12 +10,15 @@
 //! - [`dtmf`]: RFC 4733 telephone-events (sender, receiver, 48000 ⇄ 8000 Hz mapping) and SIP INFO bodies.
 //! - [`rtp_packet`]: RTP header parse/write without allocation, RFC 5761 RTP/RTCP demux.
 //! - [`rtcp`]: RTCP sender/receiver reports and RFC 3550 reception statistics.
+//! - [`rtp_leg`]: the PBX-facing RTP leg of one call: symmetric RTP, RTCP, continuity across hold.
 //! - [`webrtc_leg`]: the browser-facing leg (str0m, ICE-lite, DTLS-SRTP), one per call.
 //! - [`demux`]: O(1) routing of a media worker socket's datagrams to WebRTC legs.
 //! - [`webrtc_client`]: the browser side of a WebRTC call, for tests and the load generator.
 
 pub mod demux;
+pub mod dtmf;
 pub mod g711;
+pub mod jitter;
 pub mod opus_codec;
 pub mod plc;
 pub mod rtcp;
