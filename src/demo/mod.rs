@@ -49,7 +49,12 @@ pub async fn start(
     let socket = Arc::new(UdpSocket::bind(sip_listen).await?);
     let bound = socket.local_addr()?;
     tokio::spawn(async move {
-        let mut endpoint = EchoEndpoint { socket, media_ip, bound, calls: HashMap::new() };
+        let mut endpoint = EchoEndpoint {
+            socket,
+            media_ip,
+            bound,
+            calls: HashMap::new(),
+        };
         let mut buffer = vec![0u8; 65_536];
         loop {
             let received = tokio::select! {
@@ -118,28 +123,33 @@ impl EchoEndpoint {
         }
     }
 
-    async fn invite(&mut self, request: &Request, call_id: String, from: SocketAddr) -> Option<rsip::Response> {
+    async fn invite(
+        &mut self,
+        request: &Request,
+        call_id: String,
+        from: SocketAddr,
+    ) -> Option<rsip::Response> {
         if let Some(call) = self.calls.get(&call_id) {
             // A retransmitted INVITE or a re-INVITE: the answer does not change (hold is echoed as is).
             let _ = self.socket.send_to(&call.ok, from).await;
             return None;
         }
-        let offer = match std::str::from_utf8(&request.body).ok().map(PbxSdp::parse) {
-            Some(Ok(offer)) => offer,
-            _ => return Some(response_to(request, 488, None)),
+        let Some(Ok(offer)) = std::str::from_utf8(&request.body).ok().map(PbxSdp::parse) else {
+            return Some(response_to(request, 488, None));
         };
         let Ok(rtp) = UdpSocket::bind(SocketAddr::new(self.media_ip, 0)).await else {
             return Some(response_to(request, 503, None));
         };
-        let Ok(rtp_addr) = rtp.local_addr() else { return Some(response_to(request, 503, None)) };
+        let Ok(rtp_addr) = rtp.local_addr() else {
+            return Some(response_to(request, 503, None));
+        };
         let local = match PbxOffer::new(self.media_ip, rtp_addr.port(), rtp_addr.port(), &[Codec::Pcmu]) {
             Ok(local) => local.with_telephone_event(Some(101)),
             Err(_) => return Some(response_to(request, 500, None)),
         };
         let mut session = PbxSdp::new(rand::random::<u32>().into(), 1);
-        let answer = match session.answer(&local, &offer, None) {
-            Ok(answer) => answer,
-            Err(_) => return Some(response_to(request, 488, None)),
+        let Ok(answer) = session.answer(&local, &offer, None) else {
+            return Some(response_to(request, 488, None));
         };
         let mut ok = response_to(request, 200, Some(&message::new_tag()));
         ok.set_header("Contact", format!("<sip:{DEMO_DESTINATION}@{}>", self.bound));
@@ -226,10 +236,12 @@ pub async fn ensure_demo_records(
                 .iter()
                 .map(|origin| origin.parse())
                 .collect::<Result<Vec<db::Origin>, _>>()
-                .and_then(db::Origins::new)
-                ?;
+                .and_then(db::Origins::new)?;
             let destination = DEMO_DESTINATION.parse()?;
-            let widget = db.widgets().add(db::NewWidget::new(name.clone(), name, destination, origins)).await?;
+            let widget = db
+                .widgets()
+                .add(db::NewWidget::new(name.clone(), name, destination, origins))
+                .await?;
             tracing::info!(public_id = %widget.public_id, "created the demo widget");
             Ok(())
         }
@@ -271,10 +283,14 @@ mod tests {
     async fn answers_pcmu_echoes_rtp_and_hangs_up() {
         let (_stop, shutdown) = watch::channel(false);
         let loopback: IpAddr = "127.0.0.1".parse().unwrap();
-        let echo = start(SocketAddr::new(loopback, 0), loopback, shutdown).await.unwrap();
+        let echo = start(SocketAddr::new(loopback, 0), loopback, shutdown)
+            .await
+            .unwrap();
         let uac = UdpSocket::bind("127.0.0.1:0").await.unwrap();
 
-        uac.send_to(&request("INVITE", "c1", 1, OFFER), echo).await.unwrap();
+        uac.send_to(&request("INVITE", "c1", 1, OFFER), echo)
+            .await
+            .unwrap();
         let ok = next_response(&uac).await;
         assert_eq!(ok.status_code.code(), 200);
         assert!(ok.to_tag().is_some());
@@ -286,8 +302,10 @@ mod tests {
         let packet = [0x80, 0x00, 0x00, 0x01, 0, 0, 0, 160, 1, 2, 3, 4, 0xff, 0x7f];
         rtp.send_to(&packet, answer.rtp_addr().unwrap()).await.unwrap();
         let mut buffer = [0u8; 64];
-        let (len, _) =
-            tokio::time::timeout(Duration::from_secs(5), rtp.recv_from(&mut buffer)).await.unwrap().unwrap();
+        let (len, _) = tokio::time::timeout(Duration::from_secs(5), rtp.recv_from(&mut buffer))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(&buffer[..len], &packet);
 
         uac.send_to(&request("BYE", "c1", 2, ""), echo).await.unwrap();
@@ -300,10 +318,16 @@ mod tests {
     async fn refuses_an_offer_without_g711_and_garbage() {
         let (_stop, shutdown) = watch::channel(false);
         let loopback: IpAddr = "127.0.0.1".parse().unwrap();
-        let echo = start(SocketAddr::new(loopback, 0), loopback, shutdown).await.unwrap();
+        let echo = start(SocketAddr::new(loopback, 0), loopback, shutdown)
+            .await
+            .unwrap();
         let uac = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let opus_only = OFFER.replace("RTP/AVP 0 8 101", "RTP/AVP 111").replace("telephone-event", "opus");
-        uac.send_to(&request("INVITE", "c2", 1, &opus_only), echo).await.unwrap();
+        let opus_only = OFFER
+            .replace("RTP/AVP 0 8 101", "RTP/AVP 111")
+            .replace("telephone-event", "opus");
+        uac.send_to(&request("INVITE", "c2", 1, &opus_only), echo)
+            .await
+            .unwrap();
         assert_eq!(next_response(&uac).await.status_code.code(), 488);
         uac.send_to(b"INVITE garbage\r\n\r\n", echo).await.unwrap();
         uac.send_to(&request("OPTIONS", "c3", 1, ""), echo).await.unwrap();

@@ -102,7 +102,10 @@ pub async fn run(config: Config, db: Database) -> Result<(), ServerError> {
         let page = bytes::Bytes::from(widget::demo_page(&public_id));
         context.routes.push((
             "/demo".to_owned(),
-            Arc::new(move || StaticResponse { content_type: "text/html; charset=utf-8", body: page.clone() }),
+            Arc::new(move || StaticResponse {
+                content_type: "text/html; charset=utf-8",
+                body: page.clone(),
+            }),
         ));
     }
     let context = Arc::new(context);
@@ -172,20 +175,39 @@ pub async fn run(config: Config, db: Database) -> Result<(), ServerError> {
 }
 
 /// Starts the echo endpoint, makes sure the `demo` trunk and widget exist, and returns the widget's public id.
-async fn start_demo(config: &Config, db: &Database, shutdown: watch::Receiver<bool>) -> Result<String, ServerError> {
+async fn start_demo(
+    config: &Config,
+    db: &Database,
+    shutdown: watch::Receiver<bool>,
+) -> Result<String, ServerError> {
     let address = config.demo.sip_listen;
     let bound = demo::start(address, config.media.bind_ip, shutdown)
         .await
-        .map_err(|source| ServerError::Bind { what: "demo echo endpoint", address, source })?;
+        .map_err(|source| ServerError::Bind {
+            what: "demo echo endpoint",
+            address,
+            source,
+        })?;
     tracing::info!(address = %bound, "demo echo endpoint listening");
     let port = config.http.listen.port();
-    let mut origins = vec![format!("http://127.0.0.1:{port}"), format!("http://localhost:{port}")];
+    let mut origins = vec![
+        format!("http://127.0.0.1:{port}"),
+        format!("http://localhost:{port}"),
+    ];
     if let Some(https) = config.https.listen {
         origins.push(format!("https://{}:{}", config.media.public_ip, https.port()));
     }
-    demo::ensure_demo_records(db, bound, &origins).await.map_err(|error| ServerError::Demo(error.to_string()))?;
-    let name = demo::DEMO_NAME.parse().map_err(|error: crate::db::InvalidValue| ServerError::Demo(error.to_string()))?;
-    let widget = db.widgets().by_name(&name).await.map_err(|error| ServerError::Demo(error.to_string()))?;
+    demo::ensure_demo_records(db, bound, &origins)
+        .await
+        .map_err(|error| ServerError::Demo(error.to_string()))?;
+    let name = demo::DEMO_NAME
+        .parse()
+        .map_err(|error: crate::db::InvalidValue| ServerError::Demo(error.to_string()))?;
+    let widget = db
+        .widgets()
+        .by_name(&name)
+        .await
+        .map_err(|error| ServerError::Demo(error.to_string()))?;
     Ok(widget.public_id.to_string())
 }
 
