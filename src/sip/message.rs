@@ -177,6 +177,13 @@ impl ParseError {
     }
 }
 
+impl From<MessageError> for ParseError {
+    /// A refusal without the parts needed to answer it.
+    fn from(error: MessageError) -> Self {
+        ParseError { error, echo: None }
+    }
+}
+
 /// The raw values of a refused request that an error response copies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Echo {

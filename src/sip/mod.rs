@@ -3,6 +3,7 @@
 pub mod digest;
 pub mod flow;
 pub mod message;
+pub mod transaction;
 
 #[cfg(test)]
 mod fixtures;
