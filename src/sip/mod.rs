@@ -1,5 +1,6 @@
 //! SIP core, sans-IO: message parsing and printing, digest authentication, transactions and dialogs.
 
+pub mod dialog;
 pub mod digest;
 pub mod flow;
 pub mod message;
