@@ -6,7 +6,8 @@
 //!   header names, Content-Length, IPv6 hosts) and printing them ([`message::message_bytes`]); refused
 //!   requests are answered 400/501/505/513 ([`ParseError::error_response`]); header readers
 //!   ([`MessageHeaders`], [`Via`], [`NameAddr`], [`CSeq`]) and builders (responses, CANCEL, failure ACK,
-//!   Max-Forwards, tags, branches, Call-IDs). Messages are [`rsip`] types.
+//!   Max-Forwards, tags, branches, Call-IDs); stream framing for TCP/TLS ([`next_stream_chunk`]).
+//!   Messages are [`rsip`] types.
 //! - [`digest`]: Digest authentication (RFC 7616/8760: MD5, SHA-256, SHA-512-256 and -sess; qop `auth`,
 //!   `auth-int` or none) for answering a trunk's 401/407, plus a verifier.
 //! - [`transaction`]: RFC 3261 §17 client and server transactions with timers A–M on an external clock.
@@ -37,7 +38,10 @@ mod fixtures;
 pub use dialog::{Dialog, DialogError, DialogId, DialogSide, DialogState};
 pub use digest::{Challenge, Credentials, DigestClient, DigestError};
 pub use flow::{Flow, Transport};
-pub use message::{CSeq, MAX_MESSAGE_BYTES, MessageError, MessageHeaders, NameAddr, ParseError, Via, parse};
+pub use message::{
+    CSeq, MAX_MESSAGE_BYTES, MessageError, MessageHeaders, NameAddr, ParseError, StreamChunk, Via,
+    next_stream_chunk, parse,
+};
 pub use transaction::{
     Output, TransactionConfig, TransactionError, TransactionEvent, TransactionKey, Transactions,
 };
