@@ -840,4 +840,33 @@ mod tests {
             Err(DigestError::NoChallenge)
         );
     }
+
+    #[test]
+    fn mutated_challenges_and_credentials_never_panic() {
+        use rand::rngs::StdRng;
+        use rand::{RngCore, SeedableRng};
+        let answer = rfc7616_answer("SHA-256").to_string();
+        let seeds = [
+            answer.as_str(),
+            "Digest realm=\"a\\\"b\", nonce=\"n\", qop=\"auth,auth-int\", stale=true",
+        ];
+        let mut rng = StdRng::seed_from_u64(3);
+        for round in 0..3000 {
+            let mut bytes = seeds[round % seeds.len()].as_bytes().to_vec();
+            for _ in 0..=(rng.next_u32() % 3) {
+                let at = rng.next_u32() as usize % (bytes.len() + 1);
+                match rng.next_u32() % 3 {
+                    0 => bytes.truncate(at),
+                    1 => bytes.insert(at, b"\",=\\ \xc3"[rng.next_u32() as usize % 6]),
+                    _ if at < bytes.len() => {
+                        bytes.remove(at);
+                    }
+                    _ => {}
+                }
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = Challenge::parse(&text);
+            let _ = verify("GET", "/dir/index.html", &text, "Circle of Life", b"");
+        }
+    }
 }

@@ -177,6 +177,13 @@ impl ParseError {
     }
 }
 
+impl From<MessageError> for ParseError {
+    /// A refusal without the parts needed to answer it.
+    fn from(error: MessageError) -> Self {
+        ParseError { error, echo: None }
+    }
+}
+
 /// The raw values of a refused request that an error response copies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Echo {
@@ -232,6 +239,9 @@ impl<'a> RawMessage<'a> {
             .map(|line| line.strip_suffix(b"\r").unwrap_or(line));
         let start_line = lines.next().unwrap_or_default();
         let start_line = std::str::from_utf8(start_line).map_err(|_| MessageError::NotUtf8 { line: 1 })?;
+        if has_control_characters(start_line) {
+            return Err(MessageError::BadStartLine);
+        }
         let mut headers: Vec<(String, String)> = Vec::new();
         let mut record = |error: MessageError| {
             framing_error.get_or_insert(error);
@@ -242,6 +252,11 @@ impl<'a> RawMessage<'a> {
                 record(MessageError::NotUtf8 { line: line_number });
                 continue;
             };
+            if has_control_characters(line) {
+                // A bare CR or NUL relayed to another peer could be read there as a line break.
+                record(MessageError::BadHeaderLine { line: line_number });
+                continue;
+            }
             if line.starts_with([' ', '\t']) {
                 match headers.last_mut() {
                     Some((_, value)) => {
@@ -296,7 +311,7 @@ impl<'a> RawMessage<'a> {
     /// The parts an error response copies; `None` for responses, ACKs and requests missing any of them.
     fn echo(&self) -> Option<Box<Echo>> {
         let (method, _) = self.start_line.split_once(' ')?;
-        if method.is_empty() || method.eq_ignore_ascii_case("ACK") || method.starts_with("SIP/") {
+        if method.is_empty() || !method.bytes().all(is_token_byte) || method.eq_ignore_ascii_case("ACK") {
             return None;
         }
         let vias: Vec<String> = self
@@ -394,6 +409,65 @@ impl<'a> RawMessage<'a> {
         check_mandatory_headers(&message)?;
         Ok(message)
     }
+}
+
+/// Control characters other than horizontal tab (which folding and LWS use).
+fn has_control_characters(line: &str) -> bool {
+    line.chars().any(|c| c.is_control() && c != '\t')
+}
+
+/// What the start of a stream transport's receive buffer holds (see [`next_stream_chunk`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamChunk {
+    /// Not a whole message yet: read more.
+    Incomplete,
+    /// This many CR/LF bytes: a keepalive (RFC 5626 double-CRLF ping, answered with a single CRLF) or
+    /// padding between messages; drop them.
+    Keepalive(usize),
+    /// The first message is this many bytes long: hand them to [`parse`].
+    Message(usize),
+}
+
+/// Frames messages on a stream transport (TCP, TLS) by their Content-Length (RFC 3261 §18.3; a missing
+/// Content-Length counts as 0). An error means the stream cannot be resynchronised and the connection
+/// should be closed: a header section or message over [`MAX_MESSAGE_BYTES`], or an unreadable
+/// Content-Length.
+pub fn next_stream_chunk(buffer: &[u8]) -> Result<StreamChunk, MessageError> {
+    let keepalive = buffer.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+    if keepalive > 0 {
+        return Ok(StreamChunk::Keepalive(keepalive));
+    }
+    let (head, body, terminated) = split_head(buffer);
+    if !terminated {
+        if buffer.len() > MAX_MESSAGE_BYTES {
+            return Err(MessageError::TooLarge { size: buffer.len() });
+        }
+        return Ok(StreamChunk::Incomplete);
+    }
+    let mut body_length = 0;
+    for line in head.split(|&b| b == b'\n') {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let name = String::from_utf8_lossy(&line[..colon]);
+        if expand_compact_name(name.trim()).eq_ignore_ascii_case("Content-Length") {
+            let value = String::from_utf8_lossy(&line[colon + 1..]);
+            body_length = value
+                .trim()
+                .parse::<usize>()
+                .map_err(|_| bad_header("Content-Length", "not a number"))?;
+        }
+    }
+    let head_length = buffer.len() - body.len();
+    let size = head_length.saturating_add(body_length);
+    if size > MAX_MESSAGE_BYTES {
+        return Err(MessageError::TooLarge { size });
+    }
+    Ok(if buffer.len() >= size {
+        StreamChunk::Message(size)
+    } else {
+        StreamChunk::Incomplete
+    })
 }
 
 /// Splits at the first empty line; `false` when there is none (the whole input is then the head).
@@ -1952,6 +2026,59 @@ mod tests {
         );
         assert_eq!(ack.branch(), invite.branch());
         assert_eq!(parse_ok(&request_bytes(&ack)), SipMessage::Request(ack));
+    }
+
+    #[test]
+    fn stream_framing_splits_by_content_length_and_reports_keepalives() {
+        let first = wire(fixtures::JSSIP_INVITE);
+        let second = wire(fixtures::FREESWITCH_BYE);
+        let mut stream = b"\r\n\r\n".to_vec();
+        stream.extend_from_slice(&first);
+        stream.extend_from_slice(&second);
+        assert_eq!(next_stream_chunk(&stream), Ok(StreamChunk::Keepalive(4)));
+        let stream = &stream[4..];
+        for cut in [0, 10, first.len() - 1] {
+            assert_eq!(
+                next_stream_chunk(&stream[..cut]),
+                Ok(StreamChunk::Incomplete),
+                "{cut}"
+            );
+        }
+        assert_eq!(next_stream_chunk(stream), Ok(StreamChunk::Message(first.len())));
+        assert_eq!(parse(&stream[..first.len()]).unwrap(), parse(&first).unwrap());
+        assert_eq!(
+            next_stream_chunk(&stream[first.len()..]),
+            Ok(StreamChunk::Message(second.len()))
+        );
+        let compact = b"OPTIONS sip:a@b SIP/2.0\r\nl: 5\r\n\r\nabcde";
+        assert_eq!(
+            next_stream_chunk(compact),
+            Ok(StreamChunk::Message(compact.len()))
+        );
+        let huge = format!("OPTIONS sip:a@b SIP/2.0\r\nContent-Length: {MAX_MESSAGE_BYTES}\r\n\r\n");
+        assert!(matches!(
+            next_stream_chunk(huge.as_bytes()),
+            Err(MessageError::TooLarge { .. })
+        ));
+        let endless_head = vec![b'a'; MAX_MESSAGE_BYTES + 1];
+        assert!(matches!(
+            next_stream_chunk(&endless_head),
+            Err(MessageError::TooLarge { .. })
+        ));
+        let garbage = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: -1\r\n\r\n";
+        assert!(matches!(
+            next_stream_chunk(garbage),
+            Err(MessageError::BadHeader { .. })
+        ));
+    }
+
+    #[test]
+    fn control_characters_in_headers_are_refused() {
+        let bare_cr = MINIMAL_OPTIONS.replace("Call-ID: opt-1", "Call-ID: opt-1\rInjected: 1");
+        let error = parse(bare_cr.as_bytes()).unwrap_err();
+        assert_eq!(error.error, MessageError::BadHeaderLine { line: 5 });
+        let tab = MINIMAL_OPTIONS.replace("Call-ID: opt-1", "Call-ID:\topt-1");
+        assert_eq!(request(tab.as_bytes()).call_id(), Some("opt-1"));
     }
 
     #[test]
