@@ -107,12 +107,13 @@ fn join_names(names: &[Name]) -> String {
 }
 
 impl DbError {
-    /// Whether the error comes from what was asked (an unknown or duplicate name, a refused removal)
-    /// rather than from the database failing; the CLI exits with 2 for these and 1 for the rest.
+    /// Whether the error comes from what was asked (a malformed URL, an unknown or duplicate name, a
+    /// refused removal) rather than from the database failing; the CLI exits with 2 for these, 1 for the rest.
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            Self::TrunkNotFound(_)
+            Self::InvalidUrl(_)
+                | Self::TrunkNotFound(_)
                 | Self::DuplicateTrunk(_)
                 | Self::TrunkInUse { .. }
                 | Self::WidgetNotFound(_)
