@@ -3,19 +3,30 @@
 //!
 //! ## Layout
 //!
+//! - [`admission`]: who may call: widget tokens, Origin checks, per-widget, per-source and gateway limits.
 //! - [`config`]: typed configuration (`config/callgate.toml`, `CALLGATE_*` overrides); an invalid config
 //!   cannot be built.
 //! - [`db`]: sqlx pool (SQLite by default, PostgreSQL for several nodes), migrations from `sql/`, and the
 //!   trunk, widget and call-record repositories.
+//! - [`b2bua`]: the call: two SIP dialogs and the policy of what crosses between them (sans-IO).
 //! - [`cli`]: the `callgate` command line: admin commands for trunks, widgets and call records, `serve`,
 //!   `migrate`, `check-config`.
 //! - [`sip`]: SIP message parsing and printing, digest authentication, transactions and dialogs (sans-IO).
+//! - [`sdp`]: SDP offer/answer toward the PBX: G.711 and telephone-event negotiation, hold directions.
 //! - [`media`]: G.711, Opus, jitter buffer and DTMF (sans-IO).
+//! - [`transport`]: the sockets of signaling: HTTP(S) + SIP over WebSocket toward browsers, SIP over UDP/TCP
+//!   toward trunks.
+//! - [`metrics`]: lock-free counters and histograms, rendered for `/metrics` in Prometheus text format.
 //! - [`server`]: the running gateway: listeners, tasks, the clock, graceful shutdown.
 
+pub mod admission;
+pub mod b2bua;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod media;
+pub mod metrics;
+pub mod sdp;
 pub mod server;
 pub mod sip;
+pub mod transport;

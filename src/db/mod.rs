@@ -252,6 +252,12 @@ impl Database {
         }
     }
 
+    /// Runs a trivial query, for readiness probes.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        with_pool!(self, |pool| sqlx::query("SELECT 1").execute(pool).await.map(drop))?;
+        Ok(())
+    }
+
     /// Closes every connection, waiting for those in use to be returned.
     pub async fn close(&self) {
         with_pool!(self, |pool| pool.close().await);

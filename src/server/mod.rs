@@ -1,1 +1,211 @@
-//! See the crate docs for what this module owns.
+//! The running gateway: binds the listeners, starts the tasks, owns the clock, and shuts down gracefully.
+//!
+//! Protocol decisions live in the sans-IO cores; this module only moves their inputs and outputs between
+//! sockets, channels, timers and the database.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::db::Database;
+use crate::metrics::Metrics;
+use crate::transport::http::{self, HttpContext, Readiness, StaticResponse};
+use crate::transport::sip_net::{SipTcp, SipUdp};
+
+/// Why the gateway could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listener could not bind its address.
+    #[error("cannot listen on {address} ({what}): {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The configured address.
+        address: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The TLS certificate or key could not be loaded.
+    #[error("tls: {0}")]
+    Tls(String),
+    /// Installing a signal handler failed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// State shared by the listeners that `/readyz` reports on.
+struct Health {
+    draining: AtomicBool,
+    database_reachable: AtomicBool,
+}
+
+/// How often the database is pinged for `/readyz`.
+const DATABASE_PING_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Runs the gateway until SIGTERM or SIGINT, then drains: new calls are refused, active calls get
+/// `limits.drain` to finish, then everything stops.
+pub async fn run(config: Config, db: Database) -> Result<(), ServerError> {
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let health = Arc::new(Health {
+        draining: AtomicBool::new(false),
+        database_reachable: AtomicBool::new(true),
+    });
+    tokio::spawn(watch_database(db.clone(), health.clone(), shutdown.clone()));
+
+    let (ws_events_tx, ws_events) = mpsc::channel(1024);
+    let readiness = {
+        let health = health.clone();
+        Arc::new(move || {
+            if health.draining.load(Ordering::Relaxed) {
+                Readiness::NotReady("draining".to_owned())
+            } else if !health.database_reachable.load(Ordering::Relaxed) {
+                Readiness::NotReady("database unreachable".to_owned())
+            } else {
+                Readiness::Ready
+            }
+        })
+    };
+    let metrics = Arc::new(Metrics::default());
+    let mut context = HttpContext::new(
+        ws_events_tx,
+        config.limits.max_message_bytes as usize,
+        config.limits.max_ws_connections as usize,
+        readiness,
+    );
+    let scraped = metrics.clone();
+    context.routes.push((
+        "/metrics".to_owned(),
+        Arc::new(move || StaticResponse {
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body: scraped.render().into(),
+        }),
+    ));
+    let context = Arc::new(context);
+
+    let http_listener = bind_tcp("http", config.http.listen).await?;
+    tracing::info!(address = %config.http.listen, "http and websocket listening");
+    tokio::spawn(http::serve(
+        http_listener,
+        None,
+        context.clone(),
+        shutdown.clone(),
+    ));
+    if let Some(address) = config.https.listen {
+        let acceptor = tls_acceptor(&config)?;
+        let listener = bind_tcp("https", address).await?;
+        tracing::info!(%address, "https and secure websocket listening");
+        tokio::spawn(http::serve(
+            listener,
+            Some(acceptor),
+            context.clone(),
+            shutdown.clone(),
+        ));
+    }
+
+    let (sip_events_tx, sip_events) = mpsc::channel(4096);
+    let sip_udp = match config.sip.udp_listen {
+        Some(address) => {
+            let udp = SipUdp::bind(address, sip_events_tx.clone(), shutdown.clone())
+                .await
+                .map_err(|source| ServerError::Bind {
+                    what: "sip udp",
+                    address,
+                    source,
+                })?;
+            tracing::info!(%address, "sip udp listening");
+            Some(udp)
+        }
+        None => None,
+    };
+    let (sip_tcp, tcp_bound) = SipTcp::start(
+        config.sip.tcp_listen,
+        sip_events_tx,
+        config.limits.max_message_bytes as usize,
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|source| ServerError::Bind {
+        what: "sip tcp",
+        // start() only fails when a listen address was configured.
+        address: config.sip.tcp_listen.unwrap_or(config.http.listen),
+        source,
+    })?;
+    if let Some(address) = tcp_bound {
+        tracing::info!(%address, "sip tcp listening");
+    }
+    let _signaling_inputs = (ws_events, sip_events, sip_udp, sip_tcp, metrics);
+
+    wait_for_signal().await?;
+    tracing::info!(drain = ?config.limits.drain, "shutting down: refusing new calls, draining");
+    health.draining.store(true, Ordering::Relaxed);
+    let _ = shutdown_tx.send(true);
+    // Give in-flight responses a moment to leave before the runtime drops the sockets.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    db.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn watch_database(db: Database, health: Arc<Health>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let reachable = db.ping().await.is_ok();
+        if reachable != health.database_reachable.swap(reachable, Ordering::Relaxed) {
+            if reachable {
+                tracing::info!("database reachable again");
+            } else {
+                tracing::warn!("database unreachable");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(DATABASE_PING_INTERVAL) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn bind_tcp(what: &'static str, address: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| ServerError::Bind {
+            what,
+            address,
+            source,
+        })
+}
+
+fn tls_acceptor(config: &Config) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+    let (Some(cert_path), Some(key_path)) = (&config.https.cert, &config.https.key) else {
+        return Err(ServerError::Tls(
+            "https.listen is set without https.cert and https.key".to_owned(),
+        ));
+    };
+    let certs = CertificateDer::pem_file_iter(cert_path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|error| ServerError::Tls(format!("{}: {error}", cert_path.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key_path)
+        .map_err(|error| ServerError::Tls(format!("{}: {error}", key_path.display())))?;
+    let tls = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|error| ServerError::Tls(error.to_string()))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(tls)))
+}
+
+async fn wait_for_signal() -> Result<(), ServerError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        _ = interrupt.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}

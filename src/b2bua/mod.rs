@@ -1,0 +1,6 @@
+//! The back-to-back user agent: each browser call becomes two independent SIP dialogs, and only what the
+//! policy in [`call`] allows crosses from one leg to the other. Sans-IO, like the rest of the protocol code.
+
+pub mod call;
+
+pub use call::{Call, CallAction, CallInput, EndCause, Leg, Offer, Route, SessionTimer, TrunkChoice};
