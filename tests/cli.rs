@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 use callgate::db::{CallEnd, Database, EndedBy, LegSummary, NewCall, Timestamp};
 use common::{Callgate, TestDatabase, callgate};
@@ -775,4 +776,76 @@ fn check_config_prints_the_effective_config_or_one_error() {
     ])
     .failure(2);
     assert!(line.contains("http.listen"), "{line}");
+}
+
+/// A TCP port nothing listens on right now.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("a local address").port()
+}
+
+/// The status line of `GET path`, or `None` while nothing answers.
+fn http_status(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.lines().next().map(str::to_owned)
+}
+
+#[test]
+fn serve_migrates_the_database_then_stops_on_sigterm() {
+    let callgate = Callgate::unmigrated(TestDatabase::postgres());
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let config = directory.path().join("serve.toml");
+    let http_port = free_port();
+    let text = format!(
+        "[http]\nlisten = \"127.0.0.1:{http_port}\"\n[sip]\nudp_listen = \"\"\ntcp_listen = \"127.0.0.1:{}\"\n\
+         [demo]\nenabled = false\n[log]\nformat = \"json\"\n",
+        free_port()
+    );
+    std::fs::write(&config, text).expect("write the config");
+    let mut server = callgate.spawn(&["--config", config.to_str().expect("a UTF-8 path"), "serve"]);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut status = None;
+    while status.is_none() && Instant::now() < deadline {
+        if let Ok(Some(exit)) = server.try_wait() {
+            panic!("serve exited early with {exit}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        status = http_status(http_port, "/readyz");
+    }
+    let terminated = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(server.id().to_string())
+        .status();
+    assert!(
+        terminated.is_ok_and(|status| status.success()),
+        "kill -TERM failed"
+    );
+    let output = server.wait_with_output().expect("serve exits");
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(status.as_deref(), Some("HTTP/1.1 200 OK"), "log: {log}");
+    assert!(
+        output.status.success(),
+        "serve exited with {}: {log}",
+        output.status
+    );
+    let ready = log
+        .lines()
+        .find(|line| line.contains("database ready"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(parse(ready)["fields"]["backend"], json!("postgres"), "{ready}");
+
+    assert_eq!(
+        parse(&callgate.run(&["trunk", "list", "--json"]).success()),
+        json!([])
+    );
 }

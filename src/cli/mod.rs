@@ -1,4 +1,4 @@
-//! The `callgate` command line: admin commands for trunks, widgets and call records, `migrate` and
+//! The `callgate` command line: `serve`, admin commands for trunks, widgets and call records, `migrate` and
 //! `check-config`.
 //!
 //! Output: `list` prints an aligned table, `--json` an array of objects whose snake_case keys are stable;
@@ -10,16 +10,18 @@ mod output;
 mod trunk;
 mod widget;
 
-use std::io::{self, Write as _};
+use std::io::{self, IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
 use thiserror::Error;
+use tracing_subscriber::EnvFilter;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, LogConfig, LogFormat};
 use crate::db::{Database, DbError, InvalidValue, Name};
+use crate::server::{self, ServerError};
 
 const EXIT_CODES: &str = "\
 Exit status: 0 on success; 1 when the command could not be carried out (database unreachable, I/O error);
@@ -49,6 +51,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the gateway: apply pending migrations, open the listeners from the config, and serve until
+    /// SIGTERM or SIGINT (then drain calls for limits.drain_secs).
+    Serve,
     /// Manage SIP trunks: the PBXs or carriers calls are sent to.
     #[command(subcommand)]
     Trunk(trunk::TrunkCommand),
@@ -97,6 +102,12 @@ enum CliError {
     /// The async runtime could not start.
     #[error("cannot start the runtime: {0}")]
     Runtime(io::Error),
+    /// The gateway could not start or stopped on an error.
+    #[error("{0}")]
+    Server(#[from] ServerError),
+    /// The log subscriber could not be installed.
+    #[error("cannot set up logging: {0}")]
+    Logging(String),
     /// Standard output could not be written.
     #[error("cannot write output: {0}")]
     Output(io::Error),
@@ -107,7 +118,9 @@ impl CliError {
         match self {
             Self::Config(_) | Self::Invalid(_) => ExitCode::from(2),
             Self::Db(error) if error.is_refusal() => ExitCode::from(2),
-            Self::Db(_) | Self::Runtime(_) | Self::Output(_) => ExitCode::FAILURE,
+            Self::Db(_) | Self::Server(_) | Self::Logging(_) | Self::Runtime(_) | Self::Output(_) => {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -173,6 +186,11 @@ fn run(cli: Cli) -> Result<(), CliError> {
 async fn execute(cli: Cli) -> Result<String, CliError> {
     let database_url = || database_url(cli.database.as_deref(), cli.config.as_deref());
     match cli.command {
+        Command::Serve => {
+            let config = effective_config(cli.database, cli.config.as_deref())?;
+            serve(config).await?;
+            Ok(String::new())
+        }
         Command::Trunk(command) => trunk::run(command, &open(&database_url()?).await?).await,
         Command::Widget(command) => widget::run(command, &open(&database_url()?).await?).await,
         Command::Calls(command) => calls::run(command, &open(&database_url()?).await?).await,
@@ -207,6 +225,31 @@ fn effective_config(database: Option<String>, path: Option<&Path>) -> Result<Con
         config.validate()?;
     }
     Ok(config)
+}
+
+/// `callgate serve`: logging from `[log]`, the database migrated, then the gateway until a signal.
+async fn serve(config: Config) -> Result<(), CliError> {
+    init_logging(&config.log)?;
+    let database = Database::connect(&config.database.url).await?;
+    database.migrate().await?;
+    tracing::info!(backend = database.backend(), url = %config.database.redacted_url(), "database ready");
+    server::run(config, database).await?;
+    Ok(())
+}
+
+/// Log lines go to stderr, as text or one JSON object per line; the level is an `EnvFilter` directive
+/// (already checked when the config loaded).
+fn init_logging(log: &LogConfig) -> Result<(), CliError> {
+    let filter = EnvFilter::try_new(&log.level).map_err(|error| CliError::Logging(error.to_string()))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal());
+    let installed = match log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    installed.map_err(|error| CliError::Logging(error.to_string()))
 }
 
 /// Opens the database for an admin command, migrating a SQLite file on first use.

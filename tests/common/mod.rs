@@ -2,7 +2,7 @@
 
 pub(crate) mod databases;
 
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
 pub(crate) use databases::TestDatabase;
 
@@ -36,6 +36,18 @@ impl Callgate {
         callgate(&full)
     }
 
+    /// Starts `callgate --database URL ARGS…` in the background, stderr captured.
+    pub(crate) fn spawn(&self, args: &[&str]) -> Child {
+        command()
+            .arg("--database")
+            .arg(self.database.url())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("test setup: start the callgate binary")
+    }
+
     /// Every trunk and widget as `list --json` prints them: compared before and after a refused command.
     pub(crate) fn snapshot(&self) -> String {
         let trunks = self.run(&["trunk", "list", "--json"]).success();
@@ -64,15 +76,20 @@ impl Callgate {
     }
 }
 
-/// Runs `callgate ARGS…` with no `CALLGATE_*` variables from the test's environment.
-pub(crate) fn callgate(args: &[&str]) -> Outcome {
+/// The binary, without the `CALLGATE_*` variables of the test's environment.
+fn command() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_callgate"));
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("CALLGATE_") {
             command.env_remove(name);
         }
     }
-    let output = command
+    command
+}
+
+/// Runs `callgate ARGS…`.
+pub(crate) fn callgate(args: &[&str]) -> Outcome {
+    let output = command()
         .args(args)
         .output()
         .expect("test setup: run the callgate binary");
