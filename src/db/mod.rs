@@ -3,7 +3,7 @@
 //!
 //! Every query is written once, in SQL both dialects accept (`$1` placeholders, which SQLite also reads;
 //! integers as `BIGINT`/`INTEGER`; times as unix milliseconds), and compiled once per backend by
-//! [`with_pool!`]. Only the migrations differ per dialect (`sql/sqlite/`, `sql/postgres/`).
+//! `with_pool!`. Only the migrations differ per dialect (`sql/sqlite/`, `sql/postgres/`).
 //!
 //! Repositories hand out domain structs whose fields are validated types ([`values`]): a row that does not
 //! parse is reported as [`DbError::CorruptRow`] rather than passed on.
