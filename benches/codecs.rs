@@ -140,6 +140,7 @@ fn g711_plc(c: &mut Criterion, material: &Material) {
 fn opus_decode(c: &mut Criterion, material: &Material) {
     let packets = &material.packets;
     let mut group = c.benchmark_group("opus_decode_to_8k");
+    speech::whole_speech_samples(&mut group);
     // Fresh decoders are cheap to make and not what is measured; a failure is a broken libopus build.
     let mut decoder = OpusDecoder8k::new().expect("opus decoder");
     let mut out = [0i16; MAX_PACKET_SAMPLES];
@@ -189,6 +190,7 @@ fn encoder(complexity: u8) -> OpusEncoder8k {
 fn opus_encode(c: &mut Criterion, material: &Material) {
     let frames = &material.frames;
     let mut group = c.benchmark_group("opus_encode_from_8k");
+    speech::whole_speech_samples(&mut group);
     for complexity in COMPLEXITIES {
         let mut encoder = encoder(complexity);
         let mut packet = [0u8; MAX_PACKET_BYTES];
@@ -205,6 +207,7 @@ fn opus_encode(c: &mut Criterion, material: &Material) {
 fn opus_cycle(c: &mut Criterion, material: &Material) {
     let (frames, packets) = (&material.frames, &material.packets);
     let mut group = c.benchmark_group("opus_cycle_decode_plus_encode");
+    speech::whole_speech_samples(&mut group);
     for complexity in COMPLEXITIES {
         let mut encoder = encoder(complexity);
         let mut decoder = OpusDecoder8k::new().expect("opus decoder");

@@ -212,6 +212,7 @@ fn pipeline(c: &mut Criterion) {
     assert!(check.browser_to_pbx() > 0, "no RTP packet toward the PBX");
 
     let mut group = c.benchmark_group("pipeline_20ms_packet");
+    speech::whole_speech_samples(&mut group);
     let mut call = Call::new(&material);
     group.bench_function("pbx_to_browser", |b| {
         b.iter(|| {

@@ -3,11 +3,16 @@
 //! What a codec costs depends on the signal (silence and steady tones are cheaper than speech), so the
 //! benchmarks feed speech: synthesized by espeak-ng and resampled by sox when both are installed
 //! (`apt-get install espeak-ng sox`), else a synthetic voice (a glottal pulse train through three moving
-//! formants, in syllables and phrases). Each benchmark prints which one it used.
+//! formants, in syllables and phrases). Each benchmark prints which one it used, and measures over
+//! the whole recording (see [`whole_speech_samples`]).
 
 use std::f64::consts::TAU;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, SamplingMode};
 
 /// About ten seconds of ordinary call talk, with the pauses between sentences a real call has.
 const TEXT: &str = "Hello, thank you for calling. I would like to check the status of my order, please. \
@@ -34,6 +39,16 @@ pub(crate) fn speech(rate: u32) -> Speech {
             source: "synthetic formant voice (espeak-ng or sox is missing)",
         },
     }
+}
+
+/// For work whose cost follows the speech (a codec spends less on a pause than on a vowel): ten
+/// samples of equal length, each long enough to go round the whole recording several times, so that
+/// every sample sees the same mix and the fastest sample is a fair figure on a busy machine.
+pub(crate) fn whole_speech_samples(group: &mut BenchmarkGroup<'_, WallTime>) {
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3));
 }
 
 fn synthesized(rate: u32) -> Option<Vec<i16>> {
