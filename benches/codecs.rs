@@ -11,7 +11,8 @@ use callgate::media::opus_codec::{
     FRAME_SAMPLES, MAX_PACKET_BYTES, MAX_PACKET_SAMPLES, OpusDecoder8k, OpusEncoder8k, OpusEncoderConfig,
 };
 use callgate::media::plc::G711Concealer;
-use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, criterion_group, criterion_main};
+use settings::CpuCriterion;
 
 #[path = "support/browser_opus.rs"]
 mod browser_opus;
@@ -66,7 +67,7 @@ impl Round {
     }
 }
 
-fn g711_frame(c: &mut Criterion, material: &Material) {
+fn g711_frame(c: &mut CpuCriterion, material: &Material) {
     let mut group = c.benchmark_group("g711_160_samples");
     let codes: Vec<[u8; FRAME_SAMPLES]> = material
         .frames
@@ -106,7 +107,7 @@ fn primed_concealer(frames: &[[i16; FRAME_SAMPLES]], end: usize) -> G711Conceale
     concealer
 }
 
-fn g711_plc(c: &mut Criterion, material: &Material) {
+fn g711_plc(c: &mut CpuCriterion, material: &Material) {
     let frames = &material.frames;
     // A frame in the middle of a phrase, so the pitch search has voice to find.
     let voiced = frames.len() / 3;
@@ -137,7 +138,7 @@ fn g711_plc(c: &mut Criterion, material: &Material) {
     group.finish();
 }
 
-fn opus_decode(c: &mut Criterion, material: &Material) {
+fn opus_decode(c: &mut CpuCriterion, material: &Material) {
     let packets = &material.packets;
     let mut group = c.benchmark_group("opus_decode_to_8k");
     speech::whole_speech_samples(&mut group);
@@ -187,7 +188,7 @@ fn encoder(complexity: u8) -> OpusEncoder8k {
     OpusEncoder8k::new(&config).expect("opus encoder")
 }
 
-fn opus_encode(c: &mut Criterion, material: &Material) {
+fn opus_encode(c: &mut CpuCriterion, material: &Material) {
     let frames = &material.frames;
     let mut group = c.benchmark_group("opus_encode_from_8k");
     speech::whole_speech_samples(&mut group);
@@ -204,7 +205,7 @@ fn opus_encode(c: &mut Criterion, material: &Material) {
 
 /// What one call costs in codecs per 20 ms: the browser's packet decoded to 8 kHz for the PBX, and the
 /// PBX's frame encoded for the browser.
-fn opus_cycle(c: &mut Criterion, material: &Material) {
+fn opus_cycle(c: &mut CpuCriterion, material: &Material) {
     let (frames, packets) = (&material.frames, &material.packets);
     let mut group = c.benchmark_group("opus_cycle_decode_plus_encode");
     speech::whole_speech_samples(&mut group);
@@ -226,7 +227,7 @@ fn opus_cycle(c: &mut Criterion, material: &Material) {
     group.finish();
 }
 
-fn codecs(c: &mut Criterion) {
+fn codecs(c: &mut CpuCriterion) {
     let material = material();
     g711_frame(c, &material);
     g711_plc(c, &material);

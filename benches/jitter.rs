@@ -7,7 +7,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use callgate::media::jitter::{JitterBuffer, JitterConfig, JitterOutput, PacketHeader};
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{criterion_group, criterion_main};
+use settings::CpuCriterion;
 
 #[path = "support/settings.rs"]
 mod settings;
@@ -82,7 +83,7 @@ impl Stream {
     }
 }
 
-fn jitter(c: &mut Criterion) {
+fn jitter(c: &mut CpuCriterion) {
     let mut group = c.benchmark_group("jitter_push_poll_per_packet");
     for scenario in &SCENARIOS {
         // Measure a buffer that plays: past its initial delay, most ticks hand out a packet.

@@ -20,7 +20,8 @@ use callgate::media::opus_codec::{
 use callgate::media::rtp_leg::{Received, RtpLeg, RtpLegConfig};
 use callgate::media::rtp_packet::{RTP_HEADER_LEN, RtpHeader};
 use callgate::sdp::{Codec, PbxSdp};
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{criterion_group, criterion_main};
+use settings::CpuCriterion;
 
 #[path = "support/browser_opus.rs"]
 mod browser_opus;
@@ -198,7 +199,7 @@ impl Call {
     }
 }
 
-fn pipeline(c: &mut Criterion) {
+fn pipeline(c: &mut CpuCriterion) {
     let material = material();
     // Measure the path that carries audio, not an early return: after the jitter buffer's initial
     // delay, every tick must put a packet out both ways.

@@ -10,8 +10,9 @@ use std::time::Instant;
 
 use callgate::sip::message::{request_bytes, response_bytes};
 use callgate::sip::{Flow, Output, TransactionConfig, Transactions, Transport, parse};
-use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, criterion_group, criterion_main};
 use rsip::SipMessage;
+use settings::CpuCriterion;
 
 #[path = "support/settings.rs"]
 mod settings;
@@ -66,7 +67,7 @@ fn drain(layer: &mut Transactions) -> usize {
     count
 }
 
-fn sip(c: &mut Criterion) {
+fn sip(c: &mut CpuCriterion) {
     let invite = fixtures::wire(fixtures::JSSIP_INVITE);
     let ok = fixtures::wire(fixtures::ASTERISK_200);
     eprintln!(

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use criterion::measurement::WallTime;
+use criterion::measurement::Measurement;
 use criterion::{BenchmarkGroup, SamplingMode};
 
 /// About ten seconds of ordinary call talk, with the pauses between sentences a real call has.
@@ -44,7 +44,7 @@ pub(crate) fn speech(rate: u32) -> Speech {
 /// For work whose cost follows the speech (a codec spends less on a pause than on a vowel): ten
 /// samples of equal length, each long enough to go round the whole recording several times, so that
 /// every sample sees the same mix and the fastest sample is a fair figure on a busy machine.
-pub(crate) fn whole_speech_samples(group: &mut BenchmarkGroup<'_, WallTime>) {
+pub(crate) fn whole_speech_samples<M: Measurement>(group: &mut BenchmarkGroup<'_, M>) {
     group
         .sampling_mode(SamplingMode::Flat)
         .sample_size(10)

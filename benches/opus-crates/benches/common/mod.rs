@@ -5,7 +5,8 @@
 
 use std::hint::black_box;
 
-use criterion::{BenchmarkId, Criterion};
+use criterion::BenchmarkId;
+use settings::CpuCriterion;
 
 #[path = "../../../support/settings.rs"]
 pub(crate) mod settings;
@@ -44,7 +45,7 @@ pub(crate) trait Binding {
 }
 
 /// Runs every benchmark of this comparison with `B`.
-pub(crate) fn compare<B: Binding>(c: &mut Criterion) {
+pub(crate) fn compare<B: Binding>(c: &mut CpuCriterion) {
     let narrowband = speech::speech(8000);
     let wideband = speech::speech(48_000);
     eprintln!(
