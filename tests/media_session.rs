@@ -10,7 +10,6 @@
 //! decoded and its frequency measured with the Goertzel algorithm.
 
 use std::collections::BTreeMap;
-use std::f64::consts::PI;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -25,13 +24,17 @@ use callgate::media::webrtc_leg::AudioCodec;
 use callgate::sdp::Codec;
 use str0m::media::Direction as WebrtcDirection;
 
+#[path = "common/tone.rs"]
+mod tone;
+
+use tone::{assert_clean_tone, assert_tone, tone_frame};
+
 const ONE_WAY_DELAY: Duration = Duration::from_millis(1);
 const PUBLIC_IP: [u8; 4] = [203, 0, 113, 10];
 const BIND_IP: [u8; 4] = [10, 0, 0, 5];
 const WEBRTC_PORT: u16 = 50_000;
 const RTP_PORT: u16 = 20_000;
 const TELEPHONE_EVENT_PT: u8 = 101;
-const TONE_HZ: f64 = 440.0;
 
 fn client_addr() -> SocketAddr {
     "127.0.0.1:40000".parse().unwrap()
@@ -268,12 +271,7 @@ impl ToneSource {
     }
 
     fn next_frame(&mut self) -> Vec<u8> {
-        let pcm: Vec<i16> = (0..160)
-            .map(|i| {
-                let n = (self.sample + i) as f64;
-                (8000.0 * (2.0 * PI * TONE_HZ * n / 8000.0).sin()) as i16
-            })
-            .collect();
+        let pcm = tone_frame(self.sample);
         self.sample += 160;
         let payload = if self.pcmu {
             let mut codes = vec![0u8; 160];
@@ -654,62 +652,6 @@ impl Harness {
         let sdp = pbx_sdp(self.pbx_version, self.codec, direction, self.ptime);
         self.session.reoffer(self.now, Leg::Pbx, &sdp).unwrap()
     }
-}
-
-/// Goertzel power of `frequency` in 8 kHz `samples`.
-fn power(samples: &[f64], frequency: f64) -> f64 {
-    let coefficient = 2.0 * (2.0 * PI * frequency / 8000.0).cos();
-    let (mut s1, mut s2) = (0.0, 0.0);
-    for &x in samples {
-        let s0 = x + coefficient * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    s1 * s1 + s2 * s2 - coefficient * s1 * s2
-}
-
-/// The strongest frequency between 100 Hz and 3.5 kHz, to 0.5 Hz.
-fn peak_frequency(samples: &[f64]) -> f64 {
-    let strongest = |frequencies: &mut dyn Iterator<Item = f64>| {
-        frequencies
-            .map(|f| (f, power(samples, f)))
-            .max_by(|a, b| a.1.total_cmp(&b.1))
-            .unwrap()
-            .0
-    };
-    let coarse = strongest(&mut (10..350).map(|f| f64::from(f) * 10.0));
-    strongest(&mut (-20..=20).map(|d| coarse + f64::from(d) * 0.5))
-}
-
-/// The share of the signal's energy at its strongest frequency: about 1 for a clean tone, far less
-/// when the tone is chopped (samples dropped or repeated) or buried in noise.
-fn purity(samples: &[f64]) -> f64 {
-    let peak = peak_frequency(samples);
-    let n = samples.len() as f64;
-    let energy: f64 = samples.iter().map(|s| s * s).sum();
-    // A sinusoid of amplitude A: Goertzel power (A n / 2)^2, energy n A^2 / 2.
-    power(samples, peak) / (n * energy / 2.0)
-}
-
-/// Asserts that `samples` is a tone at 440 ± 5 Hz that clearly dominates.
-fn assert_tone(samples: &[f64]) {
-    assert!(samples.len() >= 4000, "only {} samples", samples.len());
-    let peak = peak_frequency(samples);
-    assert!((peak - TONE_HZ).abs() <= 5.0, "peak at {peak} Hz");
-    let energy: f64 = samples.iter().map(|s| s * s).sum::<f64>() / samples.len() as f64;
-    assert!(energy.sqrt() > 1000.0, "RMS {} is too quiet", energy.sqrt());
-    // A wrong expectation must fail: 1 kHz is nowhere near.
-    assert!(power(samples, TONE_HZ) > 100.0 * power(samples, 1000.0));
-}
-
-/// Asserts a tone as [`assert_tone`] does, and that it arrived whole: no samples dropped, repeated or
-/// concealed (each of those spreads the tone's energy; a 30 ms stream played as 20 ms frames scores
-/// 0.1). Measure after the jitter buffers have settled: each shrinks its start-up delay once or
-/// twice in the first two seconds by dropping a frame.
-fn assert_clean_tone(samples: &[f64]) {
-    assert_tone(samples);
-    let purity = purity(samples);
-    assert!(purity > 0.9, "purity {purity}");
 }
 
 /// Inter-arrival gaps of a stream of arrival times.
