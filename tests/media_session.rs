@@ -772,8 +772,9 @@ fn transcode_policy_decides_what_chrome_gets() {
         let (mut session, pbx_offer) =
             MediaSession::prepare(start, &offer, &[Codec::Pcma, Codec::Pcmu], &settings).unwrap();
         assert!(pbx_offer.contains("m=audio 20000 RTP/AVP 8 0 101"), "{pbx_offer}");
+        // 183 with early media first.
         let answer = session
-            .apply_pbx_answer(start, &pbx_sdp(1, pbx_codec, "sendrecv", 20), false)
+            .apply_pbx_answer(start, &pbx_sdp(1, pbx_codec, "sendrecv", 20), true)
             .unwrap();
         assert_eq!(session.browser_codec(), Some(browser_codec), "{transcode:?}");
         assert_eq!(session.is_transcoding(), transcoding, "{transcode:?}");
@@ -784,11 +785,23 @@ fn transcode_policy_decides_what_chrome_gets() {
             AudioCodec::Pcma => "8",
         };
         assert_eq!(m_line.split(' ').nth(3), Some(expected_pt), "{m_line}");
-        // A later 200 with the same SDP keeps the same browser answer.
-        let again = session
-            .apply_pbx_answer(start, &pbx_sdp(1, pbx_codec, "sendrecv", 20), false)
-            .unwrap();
+        // The 200 moves the media elsewhere: the RTP leg follows, the browser's answer stays.
+        let moved = pbx_sdp(2, pbx_codec, "sendrecv", 20).replace("m=audio 30000", "m=audio 31000");
+        let again = session.apply_pbx_answer(start, &moved, false).unwrap();
         assert_eq!(again, answer);
+        let before = session.stats().pbx.packets_sent;
+        session.send_dtmf(start, '7', 100).unwrap();
+        session.handle_timeout(start);
+        let mut destinations = Vec::new();
+        while let Some(output) = session.poll_output() {
+            if let Output::Transmit(t) = output
+                && t.socket == SocketKind::Rtp
+            {
+                destinations.push(t.to);
+            }
+        }
+        assert_eq!(session.stats().pbx.packets_sent, before + 1);
+        assert_eq!(destinations, ["192.0.2.20:31000".parse::<SocketAddr>().unwrap()]);
     }
 }
 

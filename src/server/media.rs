@@ -640,11 +640,6 @@ impl Worker {
             return;
         };
         drain_session(slot, &self.webrtc_socket, &mut self.pending_events);
-        if let Some(ufrag) = slot.session.webrtc_ufrag()
-            && let Err(error) = self.demux.register(index, ufrag)
-        {
-            tracing::warn!(%error, call = slot.id, "WebRTC leg not routable");
-        }
         let at = slot.session.poll_timeout();
         if slot.scheduled.is_none_or(|scheduled| at < scheduled) {
             slot.scheduled = Some(at);
@@ -704,6 +699,19 @@ impl Worker {
         }
     }
 
+    /// Routes the call's WebRTC datagrams to it once its leg exists; again after a re-offer, which
+    /// may renew the ufrag (ICE restart). Only commands create or change a leg.
+    fn register_ufrag(&mut self, index: usize) {
+        let Some(slot) = self.calls.get(index).and_then(Option::as_ref) else {
+            return;
+        };
+        if let Some(ufrag) = slot.session.webrtc_ufrag()
+            && let Err(error) = self.demux.register(index, ufrag)
+        {
+            tracing::warn!(%error, call = slot.id, "WebRTC leg not routable");
+        }
+    }
+
     fn with_session<T>(
         &mut self,
         id: CallMediaId,
@@ -716,6 +724,7 @@ impl Worker {
             .and_then(Option::as_mut)
             .ok_or(EngineError::UnknownCall(id))?;
         let result = operation(&mut slot.session);
+        self.register_ufrag(index);
         self.after_session(index);
         Ok(result?)
     }
@@ -782,6 +791,7 @@ impl Worker {
         });
         self.by_id.insert(id, index);
         self.load.calls.fetch_add(1, Ordering::Relaxed);
+        self.register_ufrag(index);
         self.after_session(index);
         Ok(pbx_offer)
     }
