@@ -98,7 +98,7 @@ const MAX_CONCEALED_FRAMES: u32 = 5;
 const FIFO_CAPACITY: usize = 2048;
 /// RTP packets (and RTCP reports) toward the PBX waiting for the driver. An input produces at
 /// most three; the driver drains after every input.
-const RTP_QUEUE: usize = 16;
+const RTP_QUEUE: usize = 8;
 /// One RTP buffer: an Ethernet MTU.
 const RTP_BUFFER_LEN: usize = 1500;
 /// A pause in sending longer than this (beyond the last packet) moves the browser-side timestamp
