@@ -19,6 +19,8 @@ use crate::transport::http::{self, HttpContext, Readiness, StaticResponse};
 use crate::transport::sip_net::{SipTcp, SipUdp};
 use crate::widget;
 
+pub mod media;
+
 /// Why the gateway could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
