@@ -2,5 +2,6 @@
 //! policy in [`call`] allows crosses from one leg to the other. Sans-IO, like the rest of the protocol code.
 
 pub mod call;
+pub mod gateway;
 
 pub use call::{Call, CallAction, CallInput, EndCause, Leg, Offer, Route, SessionTimer, TrunkChoice};

@@ -3,7 +3,7 @@
 //!
 //! Every query is written once, in SQL both dialects accept (`$1` placeholders, which SQLite also reads;
 //! integers as `BIGINT`/`INTEGER`; times as unix milliseconds), and compiled once per backend by
-//! [`with_pool!`]. Only the migrations differ per dialect (`sql/sqlite/`, `sql/postgres/`).
+//! `with_pool!`. Only the migrations differ per dialect (`sql/sqlite/`, `sql/postgres/`).
 //!
 //! Repositories hand out domain structs whose fields are validated types ([`values`]): a row that does not
 //! parse is reported as [`DbError::CorruptRow`] rather than passed on.
@@ -107,12 +107,13 @@ fn join_names(names: &[Name]) -> String {
 }
 
 impl DbError {
-    /// Whether the error comes from what was asked (an unknown or duplicate name, a refused removal)
-    /// rather than from the database failing; the CLI exits with 2 for these and 1 for the rest.
+    /// Whether the error comes from what was asked (a malformed URL, an unknown or duplicate name, a
+    /// refused removal) rather than from the database failing; the CLI exits with 2 for these, 1 for the rest.
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            Self::TrunkNotFound(_)
+            Self::InvalidUrl(_)
+                | Self::TrunkNotFound(_)
                 | Self::DuplicateTrunk(_)
                 | Self::TrunkInUse { .. }
                 | Self::WidgetNotFound(_)
