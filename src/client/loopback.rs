@@ -67,12 +67,18 @@ struct TestGateway {
 
 impl TestGateway {
     async fn start(behaviour: Behaviour) -> TestGateway {
+        TestGateway::start_with(behaviour, None).await
+    }
+
+    /// With `tls`, the listener speaks WSS.
+    async fn start_with(behaviour: Behaviour, tls: Option<tokio_rustls::TlsAcceptor>) -> TestGateway {
         let (ws_tx, ws_rx) = mpsc::channel(64);
         let context = Arc::new(HttpContext::new(ws_tx, 65_536, 16, Arc::new(|| Readiness::Ready)));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "wss" } else { "ws" };
+        let url = format!("{scheme}://{}/ws", listener.local_addr().unwrap());
         let (shutdown_tx, shutdown) = watch::channel(false);
-        tokio::spawn(http::serve(listener, None, context, shutdown));
+        tokio::spawn(http::serve(listener, tls, context, shutdown));
         let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let (seen_tx, seen) = mpsc::unbounded_channel();
         let (orders, order_rx) = mpsc::unbounded_channel();
@@ -565,4 +571,94 @@ async fn digest_challenge_busy_and_early_media() {
     );
     call.close_websocket();
     assert_eq!(call.wait_ended(WAIT).await.unwrap(), (EndedBy::Transport, None));
+}
+
+/// A self-signed certificate for 127.0.0.1 made with the openssl command: the server's acceptor and a
+/// client config trusting exactly that certificate.
+fn self_signed_tls() -> (tokio_rustls::TlsAcceptor, Arc<rustls::ClientConfig>) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let directory = tempfile::tempdir().unwrap();
+    let (cert, key) = (
+        directory.path().join("cert.pem"),
+        directory.path().join("key.pem"),
+    );
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=callgate test",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        // An end-entity certificate, not the CA that `req -x509` makes by default (webpki refuses that).
+        .args([
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("test setup: run openssl");
+    assert!(status.success(), "openssl could not make a certificate");
+    let certificate = CertificateDer::from_pem_file(&cert).unwrap();
+    let key = PrivateKeyDer::from_pem_file(&key).unwrap();
+    let server = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![certificate.clone()], key)
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certificate).unwrap();
+    let client = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (
+        tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+        Arc::new(client),
+    )
+}
+
+#[tokio::test]
+async fn secure_websocket_call() {
+    let (acceptor, client_tls) = self_signed_tls();
+    let mut gateway = TestGateway::start_with(Behaviour::Answer, Some(acceptor)).await;
+    assert!(gateway.url.starts_with("wss://"));
+    let options = CallOptions {
+        tls: Some(client_tls),
+        ..browser()
+    };
+    let mut call = Call::dial(&gateway.url, TARGET, options).await.unwrap();
+    let invite = gateway.expect_request(Method::Invite).await;
+    assert_eq!(invite.top_via().unwrap().transport, "WSS");
+    call.wait_answered(WAIT).await.unwrap();
+    call.wait_media(WAIT).await.unwrap();
+    assert_eq!(call.hang_up().await.unwrap(), Some(200));
+
+    // Without the certificate among its roots the client refuses the server.
+    let untrusted = CallOptions {
+        tls: Some(Arc::new(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        )),
+        ..browser()
+    };
+    let refused = Call::dial(&gateway.url, TARGET, untrusted).await;
+    assert!(matches!(refused, Err(super::ClientError::Tls(_))), "{refused:?}");
 }
