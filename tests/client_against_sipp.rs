@@ -13,12 +13,15 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use callgate::client::{SipWebSocket, WsOptions};
+use callgate::media::dtmf::{DtmfDigit, DtmfSender};
+use callgate::media::rtp_packet::RtpHeader;
 use callgate::sip::message::{self, MessageHeaders, Via};
 use callgate::sip::{
     Credentials, Dialog, DigestClient, Flow, TransactionConfig, TransactionEvent, TransactionKey,
     Transactions, Transport,
 };
 use common::gateway::{Gateway, GatewayOptions, ORIGIN, TrunkSpec, WidgetSpec};
+use common::rtp::RtpRecorder;
 use common::sipp::{Sipp, SippOptions};
 use rsip::{Method, Request, Response, SipMessage};
 
@@ -564,27 +567,60 @@ fn options_responder_answers_and_can_be_taken_down() {
     sipp.expect_success(SIPP_DONE);
 }
 
-/// record_dtmf.xml: the answer points media at the test's own port; INFO is answered.
+/// record_dtmf.xml: the answer points media at the test's recorder; INFO is answered. The recorder counts
+/// each RFC 4733 event once, however many end reports carry it (here from callgate's own sender: three).
 #[test]
-fn record_dtmf_scenario_points_media_at_the_test() {
-    let listener = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
+fn record_dtmf_scenario_points_media_at_the_recorder() {
+    let recorder = RtpRecorder::start();
     let mut sipp = Sipp::uas(
         "record_dtmf",
         SippOptions {
-            keys: vec![("rtp_port".to_owned(), port.to_string())],
+            keys: vec![("rtp_port".to_owned(), recorder.address().port().to_string())],
             ..SippOptions::default()
         },
     );
     let mut uac = PlainUac::new(sipp.address());
     let (invite, _, ok) = uac.call(40_000);
-    assert_eq!(audio_port(&body(&ok)), port);
+    let media = SocketAddr::from(([127, 0, 0, 1], audio_port(&body(&ok))));
+    assert_eq!(media, recorder.address());
     let mut dialog = uac.confirm(&invite, &ok);
     let mut info = dialog.build_request(Method::Info, uac.via()).unwrap();
     info.push_header("Content-Type", "application/dtmf-relay");
     info.body = b"Signal=5\r\nDuration=160\r\n".to_vec();
     let key = uac.send(info);
     assert_eq!(uac.final_response(&key).1.status_code.code(), 200);
+
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut sender = DtmfSender::new(8000, Duration::from_millis(20)).unwrap();
+    for digit in "19#".chars() {
+        sender
+            .queue(DtmfDigit::from_char(digit).unwrap(), Duration::from_millis(100))
+            .unwrap();
+    }
+    let mut buffer = [0_u8; 64];
+    for slot in 0..60_u16 {
+        let timestamp = 1000 + u32::from(slot) * 160;
+        if let Some(packet) = sender.poll_packet(timestamp) {
+            let header = RtpHeader {
+                marker: packet.marker,
+                payload_type: 101,
+                sequence_number: slot,
+                timestamp: packet.timestamp,
+                ssrc: 0x1234,
+            };
+            let length = header.write(&packet.event.to_bytes(), &mut buffer).unwrap();
+            rtp.send_to(&buffer[..length], media).unwrap();
+        }
+    }
+    assert!(recorder.wait_until(WAIT, |r| r.dtmf_events(101).len() == 3
+        && r.dtmf_events(101)[2].end_reports == 3));
+    let events = recorder.dtmf_events(101);
+    let digits: String = events.iter().map(|e| e.digit).collect();
+    assert_eq!(digits, "19#");
+    assert!(
+        events.iter().all(|e| e.duration == 800 && e.end_reports == 3),
+        "{events:?}"
+    );
     uac.hang_up(&mut dialog);
     sipp.expect_success(SIPP_DONE);
 }

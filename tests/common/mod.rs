@@ -3,6 +3,8 @@
 pub(crate) mod databases;
 #[allow(dead_code, reason = "only the call tests start a gateway")]
 pub(crate) mod gateway;
+#[allow(dead_code, reason = "only the call tests record RTP")]
+pub(crate) mod rtp;
 #[allow(dead_code, reason = "only the call tests run SIPp")]
 pub(crate) mod sipp;
 
