@@ -113,6 +113,8 @@ pub enum CallEvent {
         /// Its status.
         status: u16,
     },
+    /// The INVITE's failure response as received (for Retry-After, Warning…); `Ended` follows.
+    Rejected(Box<rsip::Response>),
     /// ICE and DTLS are up.
     MediaConnected,
     /// ICE or DTLS went down.
@@ -814,6 +816,7 @@ impl Driver {
                 }
                 self.emit(CallEvent::Ended { by, status });
             }
+            UaEvent::Rejected(response) => self.emit(CallEvent::Rejected(response)),
             UaEvent::Stray(message) => self.emit(CallEvent::Stray(message)),
             UaEvent::Unparsable(error) => self.emit(CallEvent::Unparsable(error)),
         }

@@ -548,6 +548,11 @@ async fn digest_challenge_busy_and_early_media() {
     let gateway = TestGateway::start(Behaviour::Busy).await;
     let mut call = Call::dial(&gateway.url, TARGET, browser()).await.unwrap();
     assert_eq!(call.wait_ended(WAIT).await.unwrap(), (EndedBy::Remote, Some(486)));
+    assert!(
+        call.history()
+            .iter()
+            .any(|e| matches!(e, CallEvent::Rejected(response) if response.status_code.code() == 486))
+    );
 
     let gateway = TestGateway::start(Behaviour::EarlyMedia).await;
     let pcmu = CallOptions {

@@ -144,6 +144,9 @@ pub enum UaEvent {
         /// The answer SDP.
         sdp: Option<String>,
     },
+    /// The INVITE's final failure response (3xx–6xx) as received, for its headers (Retry-After,
+    /// Warning, Reason); [`UaEvent::Ended`] follows.
+    Rejected(Box<Response>),
     /// The gateway sent an offer (re-INVITE or UPDATE with SDP); answer with [`CallUa::answer_offer`].
     OfferReceived {
         /// INVITE or UPDATE.
@@ -536,6 +539,7 @@ impl CallUa {
                 } else {
                     EndedBy::Local
                 };
+                self.event(UaEvent::Rejected(Box::new(response)));
                 self.end(by, Some(code));
             }
         }
