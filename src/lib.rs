@@ -10,6 +10,8 @@
 //!   trunk, widget and call-record repositories.
 //! - [`b2bua`]: the call: two SIP dialogs and the policy of what crosses between them (sans-IO).
 //! - [`demo`]: the built-in echo endpoint (answers PCMU, echoes RTP) and the demo trunk and widget.
+//! - [`client`]: a browser stand-in (SIP over WebSocket as JsSIP writes it, WebRTC media with a tone and
+//!   measurements) for integration tests and the load generator.
 //! - [`cli`]: the `callgate` command line: admin commands for trunks, widgets and call records, `serve`,
 //!   `migrate`, `check-config`.
 //! - [`sip`]: SIP message parsing and printing, digest authentication, transactions and dialogs (sans-IO).
@@ -24,6 +26,7 @@
 pub mod admission;
 pub mod b2bua;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod db;
 pub mod demo;
