@@ -292,7 +292,11 @@ fn gateway_settings(config: &Config, udp: Option<SocketAddr>, tcp: Option<Socket
             per_ip_calls_per_minute: config.limits.per_ip_calls_per_minute,
         },
         transactions: TransactionConfig {
-            timers: TimerConfig::default(),
+            // sip.invite_timeout is Timer B (64·T1); T2 and T4 keep their RFC 3261 values.
+            timers: TimerConfig {
+                t1: config.sip.invite_timeout / 64,
+                ..TimerConfig::default()
+            },
             send_trying: true,
         },
     }
