@@ -3,5 +3,6 @@
 
 pub mod call;
 pub mod gateway;
+pub mod trunks;
 
 pub use call::{Call, CallAction, CallInput, EndCause, Leg, Offer, Route, SessionTimer, TrunkChoice};
