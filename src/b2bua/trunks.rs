@@ -291,7 +291,7 @@ impl TrunkMonitor {
         self.trunks.get(&trunk_id).map(|entry| entry.keepalive.health)
     }
 
-    /// Until when the registrar holds our binding for a trunk, if it does.
+    /// When the binding granted by the trunk's last 2xx to REGISTER ends (or ended); `None` before any.
     pub fn registered_until(&self, trunk_id: i64) -> Option<Instant> {
         self.trunks
             .get(&trunk_id)?
@@ -1008,8 +1008,13 @@ fn socket_text(address: SocketAddr) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
     use crate::sip::digest;
+    use crate::sip::transaction::{
+        Output, TransactionConfig, TransactionEvent, TransactionKey, Transactions,
+    };
 
     const SECOND: Duration = Duration::from_secs(1);
 
@@ -1590,5 +1595,191 @@ mod tests {
         h.respond(1, &fresh, 200, |_| {});
         assert_eq!(h.monitor.registered_until(1), Some(h.now + 7200 * SECOND));
         assert_eq!(h.monitor.health(2), None);
+    }
+
+    /// The monitor plugged into a real transaction layer the way the gateway hosts it, toward a PBX whose
+    /// transaction layer answers every request 200 while it is reachable; UDP, default timers.
+    struct Wired {
+        monitor: TrunkMonitor,
+        transactions: Transactions,
+        /// Which monitor request each client transaction carries.
+        owners: HashMap<TransactionKey, (i64, Request)>,
+        pbx: Transactions,
+        pbx_reachable: bool,
+        start: Instant,
+        now: Instant,
+        transactions_due: Option<Instant>,
+        pbx_due: Option<Instant>,
+        events: Vec<(Duration, MonitorOutput)>,
+    }
+
+    impl Wired {
+        fn pump(&mut self) {
+            let ours = Flow {
+                transport: Transport::Udp,
+                remote: "127.0.0.1:5070".parse().unwrap(),
+                connection: None,
+            };
+            loop {
+                let mut progressed = false;
+                while let Some(output) = self.monitor.poll_output() {
+                    progressed = true;
+                    match output {
+                        MonitorOutput::Send {
+                            trunk_id,
+                            flow,
+                            request,
+                        } => match self
+                            .transactions
+                            .handle_outgoing_request(self.now, flow, request.clone())
+                        {
+                            Ok(key) => {
+                                self.owners.insert(key, (trunk_id, request));
+                            }
+                            Err(_) => self.monitor.handle_failure(
+                                self.now,
+                                trunk_id,
+                                &request,
+                                RequestFailure::TransportError,
+                            ),
+                        },
+                        event => self.events.push((self.now - self.start, event)),
+                    }
+                }
+                self.transactions_due = None;
+                while let Some(output) = self.transactions.poll_output() {
+                    match output {
+                        Output::Transmit { bytes, .. } => {
+                            progressed = true;
+                            if self.pbx_reachable {
+                                self.pbx.handle_receive(self.now, ours.clone(), &bytes);
+                            }
+                        }
+                        Output::Event(event) => {
+                            progressed = true;
+                            let (key, outcome) = match event {
+                                TransactionEvent::Response { key, response } => (key, Ok(response)),
+                                TransactionEvent::Timeout { key } => (key, Err(RequestFailure::Timeout)),
+                                TransactionEvent::TransportError { key } => {
+                                    (key, Err(RequestFailure::TransportError))
+                                }
+                                TransactionEvent::Terminated { key } => {
+                                    self.owners.remove(&key);
+                                    continue;
+                                }
+                                other => panic!("unexpected {other:?}"),
+                            };
+                            let Some((trunk_id, request)) = self.owners.get(&key) else {
+                                continue;
+                            };
+                            match outcome {
+                                Ok(response) => self
+                                    .monitor
+                                    .handle_response(self.now, *trunk_id, request, &response),
+                                Err(failure) => {
+                                    self.monitor.handle_failure(self.now, *trunk_id, request, failure)
+                                }
+                            }
+                        }
+                        // Repeated until something changes: the end of this drain.
+                        Output::Timeout(at) => {
+                            self.transactions_due = Some(at);
+                            break;
+                        }
+                    }
+                }
+                self.pbx_due = None;
+                while let Some(output) = self.pbx.poll_output() {
+                    match output {
+                        Output::Transmit { bytes, .. } => {
+                            progressed = true;
+                            self.transactions.handle_receive(self.now, trunk_flow(), &bytes);
+                        }
+                        Output::Event(TransactionEvent::Request { key, request, .. }) => {
+                            progressed = true;
+                            let response = message::response_to(&request, 200, Some("pbxtag"));
+                            self.pbx.send_response(self.now, &key, response).unwrap();
+                        }
+                        Output::Event(_) => {}
+                        Output::Timeout(at) => {
+                            self.pbx_due = Some(at);
+                            break;
+                        }
+                    }
+                }
+                if !progressed {
+                    break;
+                }
+            }
+        }
+
+        /// Advances to each deadline in turn until `start + until`.
+        fn run_until(&mut self, until: Duration) {
+            let end = self.start + until;
+            loop {
+                self.pump();
+                let due = [self.monitor.next_timeout(), self.transactions_due, self.pbx_due]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                let Some(due) = due.filter(|&due| due <= end) else {
+                    break;
+                };
+                self.now = self.now.max(due);
+                self.transactions.handle_timeout(self.now);
+                self.pbx.handle_timeout(self.now);
+                self.monitor.handle_timeout(self.now);
+            }
+            self.now = end;
+        }
+    }
+
+    fn trunk_flow() -> Flow {
+        Flow {
+            transport: Transport::Udp,
+            remote: "127.0.0.1:5061".parse().unwrap(),
+            connection: None,
+        }
+    }
+
+    #[test]
+    fn through_a_real_transaction_layer_timer_f_marks_the_trunk_down_and_an_answer_up() {
+        let start = Instant::now();
+        let mut wired = Wired {
+            monitor: TrunkMonitor::new(settings(30 * SECOND)),
+            transactions: Transactions::new(TransactionConfig::default()),
+            owners: HashMap::new(),
+            pbx: Transactions::new(TransactionConfig::default()),
+            pbx_reachable: true,
+            start,
+            now: start,
+            transactions_due: None,
+            pbx_due: None,
+            events: Vec::new(),
+        };
+        wired.monitor.set_trunks(start, vec![trunk(1, true)]);
+        wired.run_until(10 * SECOND);
+        wired.pbx_reachable = false;
+        wired.run_until(100 * SECOND);
+        wired.pbx_reachable = true;
+        wired.run_until(120 * SECOND);
+        assert_eq!(
+            wired.events,
+            vec![
+                (Duration::ZERO, status_event(1, true)),
+                (
+                    Duration::ZERO,
+                    MonitorOutput::Registered {
+                        trunk_id: 1,
+                        expires: 3600 * SECOND
+                    }
+                ),
+                // Probe at 30 s, Timer F at 62 s; probe at 67 s, Timer F at 99 s.
+                (99 * SECOND, status_event(1, false)),
+                // Probe at 104 s, answered.
+                (104 * SECOND, status_event(1, true)),
+            ]
+        );
+        assert!(wired.owners.len() <= 1, "finished transactions are forgotten");
     }
 }
