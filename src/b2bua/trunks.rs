@@ -40,6 +40,8 @@ const REGISTER_RETRY_MAX: Duration = Duration::from_secs(300);
 const REFRESH_MARGIN: Duration = Duration::from_secs(30);
 /// Refreshes are never sent more often than this, whatever expiry the registrar grants.
 const REFRESH_MIN: Duration = Duration::from_secs(10);
+/// The longest lifetime a 423 can make us ask for (the longest `register_expiry` a trunk may have).
+const MAX_REGISTER_EXPIRY: Duration = Duration::from_secs(86_400);
 /// The user part of From, Contact and the address of record when a trunk has no credentials.
 const DEFAULT_USER: &str = "callgate";
 
@@ -592,7 +594,7 @@ impl TrunkEntry {
         if answered {
             keepalive.failures = 0;
             keepalive.health = Health::Up;
-            keepalive.next_probe = Some((probe.sent_at + settings.options_interval).max(now));
+            keepalive.next_probe = Some(after(probe.sent_at, settings.options_interval).max(now));
         } else {
             keepalive.failures = keepalive.failures.saturating_add(1);
             if keepalive.health == Health::Unknown
@@ -600,7 +602,7 @@ impl TrunkEntry {
             {
                 keepalive.health = Health::Down;
             }
-            keepalive.next_probe = Some(now + settings.down_probe_interval);
+            keepalive.next_probe = Some(after(now, settings.down_probe_interval));
         }
         let up = match keepalive.health {
             Health::Up => true,
@@ -848,7 +850,11 @@ impl Registration {
                 tracing::debug!(trunk_id, "registration taken back");
             }
             200..=299 => {
-                let granted = granted_expiry(response, &self.contact).unwrap_or(self.requested);
+                // A registrar may shorten the lifetime, not lengthen it (RFC 3261 §10.3 step 7): capping
+                // also keeps a hostile value from overflowing the clock.
+                let granted = granted_expiry(response, &self.contact)
+                    .unwrap_or(self.requested)
+                    .min(self.requested);
                 self.registered_until = Some(now + granted);
                 self.failures = 0;
                 outputs.push_back(MonitorOutput::Registered {
@@ -871,7 +877,9 @@ impl Registration {
                 }
             }
             423 if !pending.unregister && !self.interval_raised => {
-                match min_expires(response).filter(|&minimum| minimum > self.requested) {
+                let raised = min_expires(response)
+                    .filter(|&minimum| minimum > self.requested && minimum <= MAX_REGISTER_EXPIRY);
+                match raised {
                     Some(minimum) => {
                         self.requested = minimum;
                         self.interval_raised = true;
@@ -937,6 +945,13 @@ enum MonitorError {
     /// The digest answer could not be computed.
     #[error(transparent)]
     Digest(#[from] DigestError),
+}
+
+/// `delay` after `instant`, or a year after it when a configured delay is absurdly long.
+fn after(instant: Instant, delay: Duration) -> Instant {
+    instant
+        .checked_add(delay)
+        .unwrap_or_else(|| instant + Duration::from_secs(365 * 86_400))
 }
 
 /// When to refresh a binding granted for `expires`: at half of it, or 30 s before it ends if that is
@@ -1445,6 +1460,33 @@ mod tests {
         });
         let (_, _, raised) = h.one_sent();
         assert_eq!(header(&raised, "Expires"), "9000");
+    }
+
+    #[test]
+    fn hostile_lifetimes_are_capped() {
+        let mut h = Harness::new(Duration::ZERO, vec![trunk(1, true)]);
+        let (_, _, register) = h.one_sent();
+        h.respond(1, &register, 423, |response| {
+            response.set_header("Min-Expires", "18446744073709551615")
+        });
+        assert!(
+            h.sent.is_empty(),
+            "an absurd Min-Expires is a failure, not a retry"
+        );
+        let (_, again) = h.next_sent();
+        h.respond(1, &again, 200, |response| {
+            response.push_header("Contact", "<sip:gw@127.0.0.1:5070>;expires=18446744073709551615")
+        });
+        assert_eq!(
+            h.events().last(),
+            Some(&MonitorOutput::Registered {
+                trunk_id: 1,
+                expires: 3600 * SECOND
+            }),
+            "never longer than asked for"
+        );
+        let (at, _) = h.next_sent();
+        assert_eq!(at, (30 + 1800) * SECOND);
     }
 
     #[test]
