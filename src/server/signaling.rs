@@ -20,6 +20,7 @@ use crate::b2bua::gateway::{
     BrowserConnection, CallRef, CdrEvent, Gateway, GatewayOutput, MediaCommand, MediaReply, ReofferOutcome,
     RouteLookup, TrunkTarget, TrunkTransport, WidgetRoute,
 };
+use crate::b2bua::trunks::MonitoredTrunk;
 use crate::db::{self, CallEnd, CallId, Database, EndedBy, LegSummary, NewCall, Timestamp};
 use crate::media::session::{MediaEvent, Reoffer};
 use crate::metrics::Metrics;
@@ -47,6 +48,8 @@ pub enum Completion {
         /// The reply or event.
         reply: MediaReply,
     },
+    /// The trunks as stored now, for keepalives and registration.
+    Trunks(Vec<MonitoredTrunk>),
     /// Start draining: refuse new calls, end the others at `deadline`.
     Drain {
         /// When established calls are hung up.
@@ -87,6 +90,11 @@ pub async fn run(mut gateway: Gateway, mut io: SignalingIo) {
     let mut cdr = CdrWriter::start(io.db.clone());
     let mut wake: Option<Instant> = None;
     let mut draining = false;
+    tokio::spawn(reload_trunks(
+        io.db.clone(),
+        io.completion_sender.clone(),
+        io.shutdown.clone(),
+    ));
     loop {
         let sleep = async {
             match wake {
@@ -147,6 +155,7 @@ pub async fn run(mut gateway: Gateway, mut io: SignalingIo) {
                 match completion {
                     Completion::Route { call, lookup } => gateway.handle_route(now, unix_now(), call, lookup),
                     Completion::Media { call, reply } => gateway.handle_media(now, call, reply),
+                    Completion::Trunks(trunks) => gateway.set_trunks(now, trunks),
                     Completion::Drain { deadline } => {
                         draining = true;
                         gateway.drain(now, deadline);
@@ -185,6 +194,7 @@ pub async fn run(mut gateway: Gateway, mut io: SignalingIo) {
                 }
                 GatewayOutput::Refused { refusal, .. } => io.metrics.refused(&refusal),
                 GatewayOutput::Answered { setup, .. } => io.metrics.setup_time.observe(setup),
+                GatewayOutput::TrunkStatus { name, up, .. } => io.metrics.set_trunk_up(&name, up),
                 GatewayOutput::Timeout(at) => wake = Some(at),
             }
         }
@@ -276,6 +286,48 @@ async fn lookup_route(db: &Database, public_id: &str) -> RouteLookup {
         caller_id: widget.caller_id.as_ref().map(ToString::to_string),
         trunks: targets,
     }))
+}
+
+/// How often the trunk list is read again, so that `callgate trunk …` changes reach keepalives and
+/// registrations without a restart.
+const TRUNK_RELOAD: Duration = Duration::from_secs(30);
+
+async fn reload_trunks(
+    db: Database,
+    completions: mpsc::UnboundedSender<Completion>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        match db.trunks().list().await {
+            Ok(trunks) => {
+                let mut monitored = Vec::with_capacity(trunks.len());
+                for trunk in trunks.iter().filter(|trunk| trunk.enabled) {
+                    if let Some(target) = trunk_target(trunk).await {
+                        monitored.push(MonitoredTrunk {
+                            id: target.id,
+                            name: target.name,
+                            host: target.host,
+                            port: target.port,
+                            address: target.address,
+                            outbound_proxy: target.outbound_proxy,
+                            transport: target.transport,
+                            credentials: target.credentials,
+                            register: trunk.register,
+                            register_expiry: Duration::from_secs(u64::from(trunk.register_expiry)),
+                        });
+                    }
+                }
+                if completions.send(Completion::Trunks(monitored)).is_err() {
+                    return;
+                }
+            }
+            Err(error) => tracing::warn!(%error, "trunk reload failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(TRUNK_RELOAD) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 async fn trunk_target(trunk: &db::Trunk) -> Option<TrunkTarget> {
