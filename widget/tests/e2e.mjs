@@ -60,7 +60,9 @@ after(async () => {
   }
   if (site) await site.close();
   browsers.removeProfiles();
-  rmSync(work, { recursive: true, force: true });
+  // E2E_KEEP=1 keeps the gateway's directory and SIPp's traces for a look afterwards.
+  if (process.env.E2E_KEEP) console.log(`# kept ${work}`);
+  else rmSync(work, { recursive: true, force: true });
 });
 
 /** SIPp running `name`.xml (tests/sipp, or tests/e2e/sipp for the scenarios only this test uses) as the PBX. */
