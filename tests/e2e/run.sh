@@ -10,6 +10,9 @@ set -euo pipefail
 repo_dir="$(cd "$(dirname "$0")/../.." && pwd)"
 widget_dir="$repo_dir/widget"
 artifacts="${ARTIFACTS:-$repo_dir/tests/artifacts/e2e}"
+artifacts="$(mkdir -p "$artifacts" && cd "$artifacts" && pwd)"
+if [ -n "${CALLGATE_BIN:-}" ]; then CALLGATE_BIN="$(realpath "$CALLGATE_BIN")"; fi
+cd "$repo_dir" # where cargo runs, so a relative CARGO_TARGET_DIR means the same to it and to us
 
 # shellcheck source=tests/support/install.sh
 source "$repo_dir/tests/support/install.sh"
@@ -20,7 +23,7 @@ work="$(mktemp -d "${TMPDIR:-/tmp}/callgate-e2e-run.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 
 if [ -z "${CALLGATE_BIN:-}" ]; then
-  (cd "$repo_dir" && cargo build --locked --bin callgate)
+  cargo build --locked --bin callgate
   built="${CARGO_TARGET_DIR:-$repo_dir/target}/debug/callgate"
   # A hard link keeps this build's binary for the run even if another build replaces the file meanwhile.
   ln "$built" "$work/callgate" 2>/dev/null || cp "$built" "$work/callgate"
@@ -28,7 +31,6 @@ if [ -z "${CALLGATE_BIN:-}" ]; then
 fi
 
 sox -n -r 48000 -c 1 -b 16 "$work/tone.wav" synth 30 sine 440 gain -6
-mkdir -p "$artifacts"
 rm -f "$artifacts"/*.png "$artifacts"/callgate.log
 
 export CALLGATE_BIN TONE_WAV="$work/tone.wav" ARTIFACTS="$artifacts"
