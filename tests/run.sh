@@ -28,4 +28,7 @@ cargo test --locked --doc
 # The widget's own tests: node unit tests and headless Chromium UI tests (installs nodejs, npm, chromium and
 # the npm packages when missing).
 bash widget/tests/run-ui.sh
+# Real calls from headless Chromium through callgate to SIPp and the built-in echo (issue: the widget's
+# end-to-end test), in a loopback-only network namespace.
+bash tests/e2e/run.sh
 echo "run.sh: all tests passed"

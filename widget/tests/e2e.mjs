@@ -125,9 +125,16 @@ async function callAndWaitForAnswer(page) {
 }
 
 /** The newest call record (`callgate calls list --json`). */
+// The newest call record, once its end is written: the gateway completes it after the media engine has
+// reported the call's statistics, a moment after the hang-up.
 function lastCall() {
-  const calls = JSON.parse(gateway.cli(['calls', 'list', '--json']));
-  return calls.reduce((newest, call) => (newest === null || call.id > newest.id ? call : newest), null);
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const calls = JSON.parse(gateway.cli(['calls', 'list', '--json']));
+    const newest = calls.reduce((found, call) => (found === null || call.id > found.id ? call : found), null);
+    if ((newest !== null && newest.ended_at) || Date.now() > deadline) return newest;
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
+  }
 }
 
 test('a call through the gateway to SIPp echoes the 440 Hz tone; hang-up from the widget sends BYE', async () => {
@@ -173,6 +180,9 @@ test('a call through the gateway to SIPp echoes the 440 Hz tone; hang-up from th
     assert.equal(call.widget, 'site');
     assert.equal(call.ended_by, 'browser', JSON.stringify(call));
     assert.equal(call.pbx.final_status, 200, JSON.stringify(call));
+    assert.equal(call.pbx.codec, 'pcmu', JSON.stringify(call));
+    assert.equal(call.browser.codec, 'opus', JSON.stringify(call));
+    assert.ok(call.pbx.packets_received > 50, JSON.stringify(call));
   });
 });
 
