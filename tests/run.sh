@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one test command: installs what the tests need when it is missing, starts a private PostgreSQL on
-# loopback, then runs the formatter check, clippy and every test. Safe to rerun.
+# loopback, then runs the formatter check, clippy, every Rust test and the widget's browser tests. Safe to rerun.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,4 +25,7 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked --all-targets -- "$@"
 cargo test --locked --doc
+# The widget's own tests: node unit tests and headless Chromium UI tests (installs nodejs, npm, chromium and
+# the npm packages when missing).
+bash widget/tests/run-ui.sh
 echo "run.sh: all tests passed"

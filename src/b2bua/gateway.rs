@@ -450,6 +450,21 @@ impl Gateway {
         calls.chain(self.transactions_timeout).min()
     }
 
+    /// The flow of a browser's WebSocket, while it is open.
+    pub fn browser_flow(&self, connection: u64) -> Option<Flow> {
+        let info = self.connections.get(&connection)?;
+        let transport = if info.secure {
+            Transport::Wss
+        } else {
+            Transport::Ws
+        };
+        Some(Flow {
+            transport,
+            remote: info.peer,
+            connection: Some(connection),
+        })
+    }
+
     /// A browser's WebSocket is open.
     pub fn handle_ws_opened(&mut self, connection: u64, info: BrowserConnection) {
         self.connections.insert(connection, info);
