@@ -20,8 +20,9 @@ use crate::b2bua::gateway::{
     BrowserConnection, CallRef, CdrEvent, Gateway, GatewayOutput, MediaCommand, MediaReply, ReofferOutcome,
     RouteLookup, TrunkTarget, TrunkTransport, WidgetRoute,
 };
+use crate::b2bua::trunks::MonitoredTrunk;
 use crate::db::{self, CallEnd, CallId, Database, EndedBy, LegSummary, NewCall, Timestamp};
-use crate::media::session::{MediaEvent, Reoffer};
+use crate::media::session::{CallMediaStats, LegMediaStats, MediaEvent, Reoffer};
 use crate::metrics::Metrics;
 use crate::sdp::Codec;
 use crate::server::media::MediaEngine;
@@ -47,6 +48,15 @@ pub enum Completion {
         /// The reply or event.
         reply: MediaReply,
     },
+    /// A call's media session closed with these statistics (for its call record).
+    MediaClosed {
+        /// The call.
+        call: CallRef,
+        /// Per-leg statistics, if the session existed.
+        stats: Option<CallMediaStats>,
+    },
+    /// The trunks as stored now, for keepalives and registration.
+    Trunks(Vec<MonitoredTrunk>),
     /// Start draining: refuse new calls, end the others at `deadline`.
     Drain {
         /// When established calls are hung up.
@@ -87,6 +97,11 @@ pub async fn run(mut gateway: Gateway, mut io: SignalingIo) {
     let mut cdr = CdrWriter::start(io.db.clone());
     let mut wake: Option<Instant> = None;
     let mut draining = false;
+    tokio::spawn(reload_trunks(
+        io.db.clone(),
+        io.completion_sender.clone(),
+        io.shutdown.clone(),
+    ));
     loop {
         let sleep = async {
             match wake {
@@ -147,6 +162,8 @@ pub async fn run(mut gateway: Gateway, mut io: SignalingIo) {
                 match completion {
                     Completion::Route { call, lookup } => gateway.handle_route(now, unix_now(), call, lookup),
                     Completion::Media { call, reply } => gateway.handle_media(now, call, reply),
+                    Completion::Trunks(trunks) => gateway.set_trunks(now, trunks),
+                    Completion::MediaClosed { call, stats } => cdr.media_closed(call, stats),
                     Completion::Drain { deadline } => {
                         draining = true;
                         gateway.drain(now, deadline);
@@ -169,6 +186,9 @@ pub async fn run(mut gateway: Gateway, mut io: SignalingIo) {
                     });
                 }
                 GatewayOutput::Media { call, command } => {
+                    if command == MediaCommand::Close {
+                        cdr.expect_media_stats(call);
+                    }
                     let _ = io.media.send((call, command));
                 }
                 GatewayOutput::Cdr { call, event } => {
@@ -185,6 +205,7 @@ pub async fn run(mut gateway: Gateway, mut io: SignalingIo) {
                 }
                 GatewayOutput::Refused { refusal, .. } => io.metrics.refused(&refusal),
                 GatewayOutput::Answered { setup, .. } => io.metrics.setup_time.observe(setup),
+                GatewayOutput::TrunkStatus { name, up, .. } => io.metrics.set_trunk_up(&name, up),
                 GatewayOutput::Timeout(at) => wake = Some(at),
             }
         }
@@ -278,6 +299,48 @@ async fn lookup_route(db: &Database, public_id: &str) -> RouteLookup {
     }))
 }
 
+/// How often the trunk list is read again, so that `callgate trunk …` changes reach keepalives and
+/// registrations without a restart.
+const TRUNK_RELOAD: Duration = Duration::from_secs(30);
+
+async fn reload_trunks(
+    db: Database,
+    completions: mpsc::UnboundedSender<Completion>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        match db.trunks().list().await {
+            Ok(trunks) => {
+                let mut monitored = Vec::with_capacity(trunks.len());
+                for trunk in trunks.iter().filter(|trunk| trunk.enabled) {
+                    if let Some(target) = trunk_target(trunk).await {
+                        monitored.push(MonitoredTrunk {
+                            id: target.id,
+                            name: target.name,
+                            host: target.host,
+                            port: target.port,
+                            address: target.address,
+                            outbound_proxy: target.outbound_proxy,
+                            transport: target.transport,
+                            credentials: target.credentials,
+                            register: trunk.register,
+                            register_expiry: Duration::from_secs(u64::from(trunk.register_expiry)),
+                        });
+                    }
+                }
+                if completions.send(Completion::Trunks(monitored)).is_err() {
+                    return;
+                }
+            }
+            Err(error) => tracing::warn!(%error, "trunk reload failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(TRUNK_RELOAD) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 async fn trunk_target(trunk: &db::Trunk) -> Option<TrunkTarget> {
     let transport = match trunk.transport {
         db::Transport::Udp => TrunkTransport::Udp,
@@ -326,18 +389,21 @@ async fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
 
 /// Writes call records in order per call, without holding up signaling.
 struct CdrWriter {
-    sender: mpsc::UnboundedSender<(CallRef, CdrEvent, Timestamp)>,
+    sender: mpsc::UnboundedSender<(CallRef, CdrEvent, Timestamp, Option<CallMediaStats>)>,
     started: std::collections::HashSet<CallRef>,
+    /// Calls whose media is closing: their end is written once the statistics are in.
+    awaiting_stats: HashMap<CallRef, Option<(CdrEvent, Timestamp)>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl CdrWriter {
     fn start(db: Database) -> Self {
-        let (sender, mut receiver) = mpsc::unbounded_channel::<(CallRef, CdrEvent, Timestamp)>();
+        let (sender, mut receiver) =
+            mpsc::unbounded_channel::<(CallRef, CdrEvent, Timestamp, Option<CallMediaStats>)>();
         let task = tokio::spawn(async move {
             let mut rows: HashMap<CallRef, CallId> = HashMap::new();
-            while let Some((call, event, at)) = receiver.recv().await {
-                if let Err(error) = write_cdr(&db, &mut rows, call, event, at).await {
+            while let Some((call, event, at, stats)) = receiver.recv().await {
+                if let Err(error) = write_cdr(&db, &mut rows, call, event, at, stats).await {
                     tracing::warn!(call, %error, "call record not written");
                 }
             }
@@ -345,6 +411,7 @@ impl CdrWriter {
         CdrWriter {
             sender,
             started: std::collections::HashSet::new(),
+            awaiting_stats: HashMap::new(),
             task,
         }
     }
@@ -363,10 +430,34 @@ impl CdrWriter {
             }
             CdrEvent::Answered => {}
         }
-        let _ = self.sender.send((call, event, Timestamp::now()));
+        let at = Timestamp::now();
+        if matches!(event, CdrEvent::Ended { .. })
+            && let Some(slot) = self.awaiting_stats.get_mut(&call)
+        {
+            *slot = Some((event, at));
+            return;
+        }
+        let _ = self.sender.send((call, event, at, None));
+    }
+
+    /// The media of `call` is closing: hold its end record until [`CdrWriter::media_closed`].
+    fn expect_media_stats(&mut self, call: CallRef) {
+        self.awaiting_stats.insert(call, None);
+    }
+
+    fn media_closed(&mut self, call: CallRef, stats: Option<CallMediaStats>) {
+        if let Some(Some((event, at))) = self.awaiting_stats.remove(&call) {
+            let _ = self.sender.send((call, event, at, stats));
+        }
     }
 
     async fn finish(self) {
+        // Ends still waiting for statistics are written without them rather than lost.
+        for (call, pending) in self.awaiting_stats {
+            if let Some((event, at)) = pending {
+                let _ = self.sender.send((call, event, at, None));
+            }
+        }
         drop(self.sender);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
     }
@@ -378,6 +469,7 @@ async fn write_cdr(
     call: CallRef,
     event: CdrEvent,
     at: Timestamp,
+    stats: Option<CallMediaStats>,
 ) -> Result<(), String> {
     match event {
         CdrEvent::Started {
@@ -435,14 +527,8 @@ async fn write_cdr(
                 end_cause: cause.as_str().to_owned(),
                 ended_by,
                 trunk: trunk.and_then(|(id, name)| Some((db::TrunkId(id), name.parse().ok()?))),
-                browser: LegSummary {
-                    final_status: browser_status,
-                    ..LegSummary::default()
-                },
-                pbx: LegSummary {
-                    final_status: pbx_status,
-                    ..LegSummary::default()
-                },
+                browser: leg_summary(browser_status, stats.as_ref().map(|stats| &stats.browser)),
+                pbx: leg_summary(pbx_status, stats.as_ref().map(|stats| &stats.pbx)),
             };
             db.calls()
                 .finish(id, end)
@@ -489,9 +575,8 @@ pub async fn serve_media(
                             return;
                         }
                         MediaCommand::Close => {
-                            if let Some(stats) = engine.close(call).await {
-                                tracing::info!(call, ?stats, "media closed");
-                            }
+                            let stats = engine.close(call).await;
+                            let _ = completions.send(Completion::MediaClosed { call, stats });
                             return;
                         }
                     };
@@ -515,4 +600,14 @@ fn logged<T, E: std::fmt::Display>(call: CallRef, result: Result<T, E>) -> Optio
     result
         .map_err(|error| tracing::info!(call, %error, "media refused"))
         .ok()
+}
+
+fn leg_summary(final_status: Option<u16>, stats: Option<&LegMediaStats>) -> LegSummary {
+    LegSummary {
+        final_status,
+        codec: stats.and_then(|stats| stats.codec).map(str::to_owned),
+        packets_sent: stats.map_or(0, |stats| stats.packets_sent),
+        packets_received: stats.map_or(0, |stats| stats.packets_received),
+        packets_lost: stats.map_or(0, |stats| stats.packets_lost),
+    }
 }
