@@ -450,9 +450,23 @@ fn cancel_race_scenario_answers_the_invite_anyway() {
     let key = uac.send(invite.clone());
     wait_for_ringing(&mut uac, &key);
     let cancel_key = uac.send(message::build_cancel(&invite).unwrap());
-    let (_, ok) = uac.final_response(&key);
+    // Both final responses, in whichever order they come.
+    let (mut ok, mut cancel_ok) = (None, None);
+    while ok.is_none() || cancel_ok.is_none() {
+        match uac.next_event(WAIT) {
+            Some(TransactionEvent::Response { key: k, response }) if response.status_code.code() >= 200 => {
+                if k == key {
+                    ok = Some(response);
+                } else if k == cancel_key {
+                    cancel_ok = Some(response);
+                }
+            }
+            Some(_) => {}
+            None => panic!("missing a final response: INVITE {ok:?}, CANCEL {cancel_ok:?}"),
+        }
+    }
+    let (ok, cancel_ok) = (ok.unwrap(), cancel_ok.unwrap());
     assert_eq!(ok.status_code.code(), 200);
-    let (_, cancel_ok) = uac.final_response(&cancel_key);
     assert_eq!(cancel_ok.status_code.code(), 200);
     let mut dialog = uac.confirm(&invite, &ok);
     uac.hang_up(&mut dialog);
