@@ -94,6 +94,29 @@ async fn browser_calls_hears_the_echo_and_hangs_up() {
     assert!(record["answered_at"].is_string(), "{calls:#}");
 }
 
+/// The same call with the gateway on PostgreSQL (several nodes share one database): widget lookup and the
+/// call record work there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_on_postgresql() {
+    let mut sipp = Sipp::uas("answer", echo());
+    let gateway = tokio::task::block_in_place(|| {
+        Gateway::start(GatewayOptions {
+            trunks: vec![TrunkSpec::udp("pbx", sipp.address())],
+            widgets: vec![WidgetSpec::new("shop", "pbx")],
+            postgres: true,
+            ..GatewayOptions::default()
+        })
+    });
+    let mut call = dial(&gateway, gateway.browser()).await;
+    call.wait_answered(WAIT).await.unwrap();
+    call.wait_media(WAIT).await.unwrap();
+    assert_eq!(call.hang_up().await.unwrap(), Some(200));
+    sipp_done(&mut sipp);
+    let calls = gateway.cli().run(&["calls", "list", "--json"]).success();
+    let calls: serde_json::Value = serde_json::from_str(&calls).unwrap();
+    assert_eq!(calls[0]["end_cause"], "browser_hangup", "{calls:#}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pbx_hangs_up() {
     let mut sipp = Sipp::uas(
@@ -216,6 +239,8 @@ async fn browser_holds_and_resumes() {
     .unwrap();
     assert_eq!(call.unhold().await.unwrap(), 200);
     hear_the_tone(&call).await;
+    // The hold and the resume both reached the PBX as re-INVITEs.
+    assert_eq!(sipp.received_requests("INVITE"), 3);
     call.hang_up().await.unwrap();
     sipp_done(&mut sipp);
 }
