@@ -9,20 +9,21 @@
 mod common;
 
 use std::collections::VecDeque;
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use callgate::client::{SipWebSocket, WsOptions};
 use callgate::media::dtmf::{DtmfDigit, DtmfSender};
 use callgate::media::rtp_packet::RtpHeader;
-use callgate::sip::message::{self, MessageHeaders, Via};
+use callgate::sip::message::{self, MessageHeaders, StreamChunk, Via};
 use callgate::sip::{
     Credentials, Dialog, DigestClient, Flow, TransactionConfig, TransactionEvent, TransactionKey,
     Transactions, Transport,
 };
 use common::gateway::{Gateway, GatewayOptions, ORIGIN, TrunkSpec, WidgetSpec};
 use common::rtp::RtpRecorder;
-use common::sipp::{Sipp, SippOptions};
+use common::sipp::{Sipp, SippOptions, SippTransport};
 use rsip::{Method, Request, Response, SipMessage};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -449,9 +450,23 @@ fn cancel_race_scenario_answers_the_invite_anyway() {
     let key = uac.send(invite.clone());
     wait_for_ringing(&mut uac, &key);
     let cancel_key = uac.send(message::build_cancel(&invite).unwrap());
-    let (_, ok) = uac.final_response(&key);
+    // Both final responses, in whichever order they come.
+    let (mut ok, mut cancel_ok) = (None, None);
+    while ok.is_none() || cancel_ok.is_none() {
+        match uac.next_event(WAIT) {
+            Some(TransactionEvent::Response { key: k, response }) if response.status_code.code() >= 200 => {
+                if k == key {
+                    ok = Some(response);
+                } else if k == cancel_key {
+                    cancel_ok = Some(response);
+                }
+            }
+            Some(_) => {}
+            None => panic!("missing a final response: INVITE {ok:?}, CANCEL {cancel_ok:?}"),
+        }
+    }
+    let (ok, cancel_ok) = (ok.unwrap(), cancel_ok.unwrap());
     assert_eq!(ok.status_code.code(), 200);
-    let (_, cancel_ok) = uac.final_response(&cancel_key);
     assert_eq!(cancel_ok.status_code.code(), 200);
     let mut dialog = uac.confirm(&invite, &ok);
     uac.hang_up(&mut dialog);
@@ -564,6 +579,52 @@ fn options_responder_answers_and_can_be_taken_down() {
     assert!(!answered_while_down, "a frozen SIPp must not answer");
     sipp.thaw();
     assert_eq!(uac.final_response(&key).1.status_code.code(), 200);
+    sipp.expect_success(SIPP_DONE);
+}
+
+/// A scenario over TCP (`-t t1`), for trunks with `--transport tcp`: OPTIONS on one connection, framed
+/// by Content-Length.
+#[test]
+fn scenarios_run_over_tcp_too() {
+    let mut sipp = Sipp::uas(
+        "options_responder",
+        SippOptions {
+            transport: SippTransport::Tcp,
+            ..SippOptions::default()
+        },
+    );
+    let mut stream = TcpStream::connect(sipp.address()).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let local = stream.local_addr().unwrap();
+    let options = format!(
+        "OPTIONS sip:{pbx} SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch={branch}\r\nMax-Forwards: 70\r\n\
+         From: <sip:callgate@{local}>;tag=t1\r\nTo: <sip:{pbx}>\r\nCall-ID: tcp-1\r\nCSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n",
+        pbx = sipp.address(),
+        branch = message::new_branch(),
+    );
+    stream.write_all(options.as_bytes()).unwrap();
+    let mut buffer = Vec::new();
+    let response = loop {
+        let mut chunk = [0_u8; 4096];
+        let read = stream.read(&mut chunk).unwrap();
+        assert!(read > 0, "SIPp closed the connection");
+        buffer.extend_from_slice(&chunk[..read]);
+        match message::next_stream_chunk(&buffer).unwrap() {
+            StreamChunk::Message(length) => break message::parse(&buffer[..length]).unwrap(),
+            StreamChunk::Keepalive(length) => {
+                buffer.drain(..length);
+            }
+            StreamChunk::Incomplete => {}
+        }
+    };
+    match response {
+        SipMessage::Response(ok) => {
+            assert_eq!(ok.status_code.code(), 200);
+            assert_eq!(ok.call_id(), Some("tcp-1"));
+        }
+        other => panic!("{other}"),
+    }
     sipp.expect_success(SIPP_DONE);
 }
 

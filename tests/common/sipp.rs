@@ -152,6 +152,31 @@ impl Sipp {
         }
     }
 
+    /// How many `method` requests SIPp received so far (retransmissions included), read from its
+    /// message trace.
+    pub(crate) fn received_requests(&self, method: &str) -> usize {
+        let prefix = format!("{method} ");
+        let Ok(entries) = std::fs::read_dir(self.directory.path()) else {
+            return 0;
+        };
+        let mut count = 0;
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.ends_with("_messages.log") {
+                continue;
+            }
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let mut lines = text.lines();
+            while let Some(line) = lines.next() {
+                if line.contains("message received") {
+                    let start = lines.by_ref().find(|l| !l.trim().is_empty()).unwrap_or_default();
+                    count += usize::from(start.starts_with(&prefix));
+                }
+            }
+        }
+        count
+    }
+
     /// Stops the process (SIGSTOP): the PBX stops answering, as if it went down.
     pub(crate) fn freeze(&self) {
         self.signal("-STOP");
