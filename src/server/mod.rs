@@ -62,6 +62,9 @@ const DATABASE_PING_INTERVAL: Duration = Duration::from_secs(5);
 /// Runs the gateway until SIGTERM or SIGINT, then drains: new calls are refused, active calls get
 /// `limits.drain` to finish, then everything stops.
 pub async fn run(config: Config, db: Database) -> Result<(), ServerError> {
+    // Installed before any listener answers, so that a SIGTERM right after start-up drains instead of
+    // killing the process.
+    let signals = Signals::install()?;
     let (shutdown_tx, shutdown) = watch::channel(false);
     let health = Arc::new(Health {
         draining: AtomicBool::new(false),
@@ -212,7 +215,7 @@ pub async fn run(config: Config, db: Database) -> Result<(), ServerError> {
         },
     ));
 
-    wait_for_signal().await?;
+    signals.wait().await;
     let deadline = Instant::now() + config.limits.drain;
     tracing::info!(drain = ?config.limits.drain, "shutting down: refusing new calls, draining");
     health.draining.store(true, Ordering::Relaxed);
@@ -351,13 +354,25 @@ fn tls_acceptor(config: &Config) -> Result<tokio_rustls::TlsAcceptor, ServerErro
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(tls)))
 }
 
-async fn wait_for_signal() -> Result<(), ServerError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM received"),
-        _ = interrupt.recv() => tracing::info!("SIGINT received"),
+/// SIGTERM and SIGINT, caught from the moment they are installed.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, ServerError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate()).map_err(ServerError::Signals)?,
+            interrupt: signal(SignalKind::interrupt()).map_err(ServerError::Signals)?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = self.interrupt.recv() => tracing::info!("SIGINT received"),
+        }
+    }
 }
