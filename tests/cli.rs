@@ -31,6 +31,7 @@ on_both_backends!(
     malformed_values_are_refused,
     removing_a_trunk_in_use_needs_force,
     call_records_are_listed_and_shown,
+    widget_tokens_verify_with_the_widget_secret,
 );
 
 const TRUNK_PASSWORD: &str = "s3cret-pw";
@@ -848,4 +849,48 @@ fn serve_migrates_the_database_then_stops_on_sigterm() {
         parse(&callgate.run(&["trunk", "list", "--json"]).success()),
         json!([])
     );
+}
+
+fn widget_tokens_verify_with_the_widget_secret(callgate: &Callgate) {
+    add_trunk(callgate, "pbx");
+    add_widget(callgate, "open", "pbx");
+    let message = "error: widget 'open' does not require tokens";
+    let line = callgate.refused(&["widget", "token", "open", "--ttl", "60"], 2, message);
+    assert!(line.contains("--require-token"), "{line}");
+
+    callgate
+        .run(&[
+            "widget",
+            "add",
+            "signed",
+            "--trunk",
+            "pbx",
+            "--destination",
+            "100",
+            "--origin",
+            "https://shop.example",
+            "--require-token",
+        ])
+        .success();
+    let token = callgate
+        .run(&["widget", "token", "signed", "--ttl", "60"])
+        .success();
+    let token = token.trim();
+    let shown = parse(&callgate.run(&["widget", "show", "signed", "--json"]).success());
+    let public_id = shown["public_id"].as_str().expect("a public id");
+    let secret = widget_secret(callgate, "signed");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(
+        callgate::admission::verify_token(Some(token), public_id, &secret, now),
+        Ok(())
+    );
+    assert!(callgate::admission::verify_token(Some(token), public_id, &secret, now + 61).is_err());
+    assert!(
+        !token.contains(&secret),
+        "the secret must not leak into the token"
+    );
+    callgate.refused(&["widget", "token", "signed", "--ttl", "0"], 2, "error:");
 }

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The one test command: installs what the tests need when it is missing, starts a private PostgreSQL on
-# loopback, then runs the formatter check, clippy and every test. Safe to rerun.
+# loopback, then runs the formatter check, clippy, every Rust test and the widget's browser tests. Safe to rerun.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pair in cmake:cmake sox:sox sipp:sip-tester tshark:tshark pg_ctlcluster:postgresql; do
+for pair in cmake:cmake sox:sox sipp:sip-tester tshark:tshark pg_ctlcluster:postgresql openssl:openssl; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -25,4 +25,10 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked --all-targets -- "$@"
 cargo test --locked --doc
+# The widget's own tests: node unit tests and headless Chromium UI tests (installs nodejs, npm, chromium and
+# the npm packages when missing).
+bash widget/tests/run-ui.sh
+# Real calls from headless Chromium through callgate to SIPp and the built-in echo (issue: the widget's
+# end-to-end test), in a loopback-only network namespace.
+bash tests/e2e/run.sh
 echo "run.sh: all tests passed"

@@ -16,6 +16,9 @@ use crate::admission::{self, Admission, GatewayLimits, Permit, Refusal, WidgetLi
 use crate::b2bua::call::{
     Call, CallAction, CallInput, EndCause, Leg, Offer, Route, SessionTimer, TrunkChoice,
 };
+use crate::b2bua::trunks::{
+    Health, MonitorOutput, MonitorSettings, MonitoredTrunk, RequestFailure, TrunkMonitor,
+};
 use crate::sdp::Codec;
 use crate::sip::dialog::{self, Dialog};
 use crate::sip::digest::{Credentials, DigestClient};
@@ -52,6 +55,8 @@ pub struct GatewaySettings {
     pub limits: GatewayLimits,
     /// Transaction timers.
     pub transactions: TransactionConfig,
+    /// How often trunks get an OPTIONS keepalive (zero: never).
+    pub options_interval: Duration,
 }
 
 impl GatewaySettings {
@@ -307,6 +312,16 @@ pub enum GatewayOutput {
         setup: Duration,
     },
     /// Call [`Gateway::handle_timeout`] at this instant.
+    /// A trunk's keepalives say it went up or down.
+    TrunkStatus {
+        /// The trunk's database id.
+        trunk_id: i64,
+        /// Its name.
+        name: String,
+        /// Whether it answers.
+        up: bool,
+    },
+    /// Call [`Gateway::handle_timeout`] at this instant.
     Timeout(Instant),
 }
 
@@ -397,12 +412,22 @@ pub struct Gateway {
     next_call: CallRef,
     drain_deadline: Option<Instant>,
     last_sweep: Option<Instant>,
+    monitor: TrunkMonitor,
+    /// The monitor's requests in flight, by their client transaction.
+    monitor_requests: HashMap<TransactionKey, (i64, Request)>,
 }
 
 impl Gateway {
     /// A gateway with no connections and no calls.
     pub fn new(settings: GatewaySettings) -> Self {
         Gateway {
+            monitor: TrunkMonitor::new(MonitorSettings::new(
+                settings.user_agent.clone(),
+                settings.sip_udp,
+                settings.sip_tcp,
+                settings.options_interval,
+            )),
+            monitor_requests: HashMap::new(),
             transactions: Transactions::new(settings.transactions),
             admission: Admission::new(settings.limits),
             settings,
@@ -447,7 +472,31 @@ impl Gateway {
             .into_iter()
             .flatten()
         });
-        calls.chain(self.transactions_timeout).min()
+        calls
+            .chain(self.transactions_timeout)
+            .chain(self.monitor.next_timeout())
+            .min()
+    }
+
+    /// The flow of a browser's WebSocket, while it is open.
+    pub fn browser_flow(&self, connection: u64) -> Option<Flow> {
+        let info = self.connections.get(&connection)?;
+        let transport = if info.secure {
+            Transport::Wss
+        } else {
+            Transport::Ws
+        };
+        Some(Flow {
+            transport,
+            remote: info.peer,
+            connection: Some(connection),
+        })
+    }
+
+    /// The trunks to keep alive and register (at start-up and whenever the server reloads them).
+    pub fn set_trunks(&mut self, now: Instant, trunks: Vec<MonitoredTrunk>) {
+        self.monitor.set_trunks(now, trunks);
+        self.pump(now);
     }
 
     /// A browser's WebSocket is open.
@@ -507,7 +556,13 @@ impl Gateway {
             return;
         };
         let route = match lookup {
-            RouteLookup::Found(route) => *route,
+            RouteLookup::Found(mut route) => {
+                // Keepalives know better than the database whether a trunk answers; Unknown counts as up.
+                for trunk in &mut route.trunks {
+                    trunk.up &= self.monitor.health(trunk.id) != Some(Health::Down);
+                }
+                *route
+            }
             RouteLookup::NotFound => return self.refuse(now, call, Refusal::UnknownWidget),
             RouteLookup::Failed => {
                 return self.refuse(
@@ -599,6 +654,9 @@ impl Gateway {
         if self.transactions_timeout.is_some_and(|at| at <= now) {
             self.transactions.handle_timeout(now);
         }
+        if self.monitor.next_timeout().is_some_and(|at| at <= now) {
+            self.monitor.handle_timeout(now);
+        }
         let mut due = Vec::new();
         let mut ring_expired = Vec::new();
         let mut forget = Vec::new();
@@ -676,6 +734,10 @@ impl Gateway {
                 progressed = true;
                 self.run_actions(now, call);
             }
+            while let Some(output) = self.monitor.poll_output() {
+                progressed = true;
+                self.on_monitor_output(now, output);
+            }
             if !progressed {
                 break;
             }
@@ -719,6 +781,18 @@ impl Gateway {
 
 impl Gateway {
     fn on_transaction_event(&mut self, now: Instant, event: TransactionEvent) {
+        let monitor_key = match &event {
+            TransactionEvent::Response { key, .. }
+            | TransactionEvent::Timeout { key }
+            | TransactionEvent::TransportError { key }
+            | TransactionEvent::Terminated { key } => {
+                self.monitor_requests.contains_key(key).then(|| key.clone())
+            }
+            _ => None,
+        };
+        if let Some(key) = monitor_key {
+            return self.on_monitor_event(now, key, event);
+        }
         match event {
             TransactionEvent::Request { key, request, flow } => self.on_request(now, key, request, flow),
             TransactionEvent::Response { key, response } => self.on_response(now, key, response),
@@ -738,7 +812,7 @@ impl Gateway {
                     self.feed(now, call, CallInput::BrowserCancel);
                 }
             }
-            TransactionEvent::StrayResponse { response, flow } => self.on_stray_response(response, flow),
+            TransactionEvent::StrayResponse { response, flow } => self.on_stray_response(now, response, flow),
             TransactionEvent::Timeout { key } => self.on_failure(now, &key, 408),
             TransactionEvent::TransportError { key } => self.on_failure(now, &key, 503),
             TransactionEvent::Terminated { key } => {
@@ -747,6 +821,69 @@ impl Gateway {
             TransactionEvent::Malformed { flow, error } => {
                 tracing::info!(remote = %flow.remote, transport = %flow.transport, %error, "malformed SIP message");
             }
+        }
+    }
+
+    fn on_monitor_output(&mut self, now: Instant, output: MonitorOutput) {
+        match output {
+            MonitorOutput::Send {
+                trunk_id,
+                flow,
+                request,
+            } => {
+                match self
+                    .transactions
+                    .handle_outgoing_request(now, flow, request.clone())
+                {
+                    Ok(key) => {
+                        self.monitor_requests.insert(key, (trunk_id, request));
+                    }
+                    Err(error) => {
+                        tracing::debug!(trunk_id, %error, "keepalive not sent");
+                        self.monitor
+                            .handle_failure(now, trunk_id, &request, RequestFailure::TransportError);
+                    }
+                }
+            }
+            MonitorOutput::TrunkStatus { trunk_id, name, up } => {
+                if up {
+                    tracing::info!(trunk = %name, "trunk up");
+                } else {
+                    tracing::warn!(trunk = %name, "trunk down: no answer to OPTIONS");
+                }
+                self.outputs
+                    .push_back(GatewayOutput::TrunkStatus { trunk_id, name, up });
+            }
+            MonitorOutput::Registered { trunk_id, expires } => {
+                tracing::info!(trunk_id, ?expires, "registered with the trunk");
+            }
+            MonitorOutput::RegistrationFailed { trunk_id, status } => {
+                tracing::warn!(trunk_id, status, "registration with the trunk failed");
+            }
+        }
+    }
+
+    fn on_monitor_event(&mut self, now: Instant, key: TransactionKey, event: TransactionEvent) {
+        match event {
+            TransactionEvent::Response { response, .. } => {
+                if let Some((trunk_id, request)) = self.monitor_requests.get(&key) {
+                    self.monitor.handle_response(now, *trunk_id, request, &response);
+                }
+            }
+            TransactionEvent::Timeout { .. } | TransactionEvent::TransportError { .. } => {
+                let failure = if matches!(event, TransactionEvent::Timeout { .. }) {
+                    RequestFailure::Timeout
+                } else {
+                    RequestFailure::TransportError
+                };
+                if let Some((trunk_id, request)) = self.monitor_requests.remove(&key) {
+                    self.monitor.handle_failure(now, trunk_id, &request, failure);
+                }
+            }
+            TransactionEvent::Terminated { .. } => {
+                self.monitor_requests.remove(&key);
+            }
+            _ => {}
         }
     }
 
@@ -1169,7 +1306,7 @@ impl Gateway {
         }
     }
 
-    fn on_stray_response(&mut self, response: Response, flow: Flow) {
+    fn on_stray_response(&mut self, now: Instant, response: Response, flow: Flow) {
         let is_invite_2xx = (200..300).contains(&response.status_code.code())
             && response.cseq().is_ok_and(|cseq| cseq.method == Method::Invite);
         if !is_invite_2xx {
@@ -1190,9 +1327,7 @@ impl Gateway {
                 if let Some((ack, bye)) = ack_and_bye_for_orphan(&response, via, self.settings.via_for(&flow))
                 {
                     self.transactions.send_stateless(flow.clone(), ack);
-                    let _ = self
-                        .transactions
-                        .handle_outgoing_request(Instant::now(), flow, bye);
+                    let _ = self.transactions.handle_outgoing_request(now, flow, bye);
                 }
             }
         }
@@ -1727,6 +1862,7 @@ mod tests {
                 per_ip_calls_per_minute: 50,
             },
             transactions: TransactionConfig::default(),
+            options_interval: Duration::ZERO,
         }
     }
 

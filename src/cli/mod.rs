@@ -111,12 +111,17 @@ enum CliError {
     /// Standard output could not be written.
     #[error("cannot write output: {0}")]
     Output(io::Error),
+    /// A token was asked for a widget created without --require-token.
+    #[error(
+        "widget '{0}' does not require tokens: enable them with `callgate widget update {0} --require-token`"
+    )]
+    NoTokenSecret(Name),
 }
 
 impl CliError {
     fn exit_code(&self) -> ExitCode {
         match self {
-            Self::Config(_) | Self::Invalid(_) => ExitCode::from(2),
+            Self::Config(_) | Self::Invalid(_) | Self::NoTokenSecret(_) => ExitCode::from(2),
             Self::Db(error) if error.is_refusal() => ExitCode::from(2),
             Self::Db(_) | Self::Server(_) | Self::Logging(_) | Self::Runtime(_) | Self::Output(_) => {
                 ExitCode::FAILURE

@@ -29,6 +29,18 @@ pub(super) enum WidgetCommand {
     Remove(NameArg),
     /// Print the HTML to paste into a website to embed the widget.
     Snippet(SnippetArgs),
+    /// Print a signed token for a widget created with --require-token, valid for --ttl seconds. Website
+    /// backends mint their own the same way: see the README's "Widget tokens".
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub(super) struct TokenArgs {
+    /// The widget's name.
+    name: Name,
+    /// How long the token stays valid, in seconds (1 to 31536000).
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    ttl: u64,
 }
 
 #[derive(Debug, Args)]
@@ -269,6 +281,18 @@ pub(super) async fn run(command: WidgetCommand, database: &Database) -> Result<S
             Ok(format!("removed widget {}\n", args.name))
         }
         WidgetCommand::Snippet(args) => Ok(snippet(&args.gateway, &widgets.by_name(&args.name).await?)),
+        WidgetCommand::Token(args) => {
+            let widget = widgets.by_name(&args.name).await?;
+            let Some(secret) = widget.secret.as_ref() else {
+                return Err(CliError::NoTokenSecret(args.name));
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_secs());
+            let token =
+                crate::admission::mint_token(widget.public_id.as_str(), secret.expose(), now + args.ttl);
+            Ok(format!("{token}\n"))
+        }
     }
 }
 

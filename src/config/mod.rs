@@ -140,9 +140,11 @@ pub struct MediaConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TranscodeMode {
-    /// Only when the two legs share no codec.
+    /// Only when the two legs share no codec: G.711 passes through untouched when the browser offers
+    /// the PBX's law (cheapest; the browser leg then has no Opus FEC or PLC).
     WhenNeeded,
-    /// Always decode and re-encode (useful to test the pipeline).
+    /// Always decode and re-encode, so the browser gets Opus whenever it offers it (the default: better
+    /// audio over lossy Internet paths, for one Opus decode and encode per 20 ms).
     Always,
 }
 
@@ -624,7 +626,7 @@ impl Default for MediaConfig {
             workers: 0,
             rtp_port_min: 20000,
             rtp_port_max: 29999,
-            transcode: TranscodeMode::WhenNeeded,
+            transcode: TranscodeMode::Always,
             opus_complexity: 5,
             opus_bitrate: 32000,
             opus_fec: true,
@@ -969,7 +971,7 @@ mod tests {
         assert_eq!(config.http.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(config.https.listen, None);
         assert_eq!(config.sip.invite_timeout, Duration::from_secs(32));
-        assert_eq!(config.media.transcode, TranscodeMode::WhenNeeded);
+        assert_eq!(config.media.transcode, TranscodeMode::Always);
         assert_eq!(config.media.jitter_max, Duration::from_millis(200));
         assert_eq!(config.log.format, LogFormat::Text);
         assert!(Config::default().validate().is_ok());
@@ -983,14 +985,14 @@ mod tests {
     #[test]
     fn file_values_replace_defaults_and_keep_the_rest() {
         let config = load_text(
-            "[sip]\nudp_listen = \"\"\ninvite_timeout_secs = 10\n[media]\ntranscode = \"always\"\n",
+            "[sip]\nudp_listen = \"\"\ninvite_timeout_secs = 10\n[media]\ntranscode = \"when_needed\"\n",
             &[],
         )
         .expect("valid config");
         assert_eq!(config.sip.udp_listen, None);
         assert_eq!(config.sip.tcp_listen, Some("127.0.0.1:5070".parse().unwrap()));
         assert_eq!(config.sip.invite_timeout, Duration::from_secs(10));
-        assert_eq!(config.media.transcode, TranscodeMode::Always);
+        assert_eq!(config.media.transcode, TranscodeMode::WhenNeeded);
         assert_eq!(config.media.rtp_port_min, 20000);
     }
 
@@ -1288,7 +1290,7 @@ mod tests {
     fn to_toml_round_trips() {
         let mut config = Config::default();
         config.sip.udp_listen = None;
-        config.media.transcode = TranscodeMode::Always;
+        config.media.transcode = TranscodeMode::WhenNeeded;
         config.media.workers = 4;
         config.media.jitter_max = Duration::from_millis(120);
         config.log.format = LogFormat::Json;

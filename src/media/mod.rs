@@ -1,4 +1,5 @@
-//! Media for one call, sans-IO: the audio primitives of the transcoding pipeline.
+//! Media for one call, sans-IO: the legs, the audio primitives of the transcoding pipeline, and the
+//! session that joins them.
 //!
 //! Nothing here reads the clock, opens a socket or allocates per packet: callers pass `now` and caller-owned
 //! buffers, so every type can run on a media worker thread and be driven by a simulated clock in tests.
@@ -13,6 +14,8 @@
 //! - [`rtp_leg`]: the PBX-facing RTP leg of one call: symmetric RTP, RTCP, continuity across hold.
 //! - [`webrtc_leg`]: the browser-facing leg (str0m, ICE-lite, DTLS-SRTP), one per call.
 //! - [`demux`]: O(1) routing of a media worker socket's datagrams to WebRTC legs.
+//! - [`session`]: one call's media: both legs and the pipeline between them (passthrough or jitter
+//!   buffers and codecs), DTMF, hold, media timeout and the call's statistics.
 //! - [`webrtc_client`]: the browser side of a WebRTC call, for tests and the load generator.
 
 pub mod demux;
@@ -24,5 +27,6 @@ pub mod plc;
 pub mod rtcp;
 pub mod rtp_leg;
 pub mod rtp_packet;
+pub mod session;
 pub mod webrtc_client;
 pub mod webrtc_leg;

@@ -485,6 +485,23 @@ impl WebrtcLeg {
         Ok((leg, answer.to_sdp_string()))
     }
 
+    /// The audio codecs a browser offer lists, in its order, after the checks [`WebrtcLeg::accept_offer`]
+    /// makes first (it parses, carries a DTLS fingerprint, has audio). Lets the caller hold the answer
+    /// back until it knows which codec to answer with, and still refuse a bad offer at once.
+    pub fn offered_codecs(offer_sdp: &str) -> Result<Vec<AudioCodec>, WebrtcLegError> {
+        let offer =
+            SdpOffer::from_sdp_string(offer_sdp).map_err(|e| WebrtcLegError::InvalidSdp(e.to_string()))?;
+        if !has_fingerprint(offer_sdp) {
+            return Err(WebrtcLegError::MissingFingerprint);
+        }
+        let offered = OfferedAudio::of(&offer).ok_or(WebrtcLegError::NoAudio)?;
+        let codecs: Vec<AudioCodec> = offered.codecs.iter().map(|o| o.codec).collect();
+        if codecs.is_empty() {
+            return Err(WebrtcLegError::NoCommonCodec);
+        }
+        Ok(codecs)
+    }
+
     /// The local ICE ufrag: register it with the worker's [`Demux`](super::demux::Demux), and
     /// again after [`WebrtcLeg::accept_reoffer`] when it changed (an ICE restart renews it).
     pub fn local_ufrag(&self) -> &str {

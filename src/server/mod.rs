@@ -6,18 +6,25 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::admission::GatewayLimits;
+use crate::b2bua::gateway::{Gateway, GatewaySettings};
 use crate::config::Config;
 use crate::db::Database;
+use crate::sip::transaction::{TimerConfig, TransactionConfig};
+pub mod signaling;
+
 use crate::demo;
 use crate::metrics::Metrics;
 use crate::transport::http::{self, HttpContext, Readiness, StaticResponse};
 use crate::transport::sip_net::{SipTcp, SipUdp};
 use crate::widget;
+
+pub mod media;
 
 /// Why the gateway could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +62,9 @@ const DATABASE_PING_INTERVAL: Duration = Duration::from_secs(5);
 /// Runs the gateway until SIGTERM or SIGINT, then drains: new calls are refused, active calls get
 /// `limits.drain` to finish, then everything stops.
 pub async fn run(config: Config, db: Database) -> Result<(), ServerError> {
+    // Installed before any listener answers, so that a SIGTERM right after start-up drains instead of
+    // killing the process.
+    let signals = Signals::install()?;
     let (shutdown_tx, shutdown) = watch::channel(false);
     let health = Arc::new(Health {
         draining: AtomicBool::new(false),
@@ -161,12 +171,64 @@ pub async fn run(config: Config, db: Database) -> Result<(), ServerError> {
     if let Some(address) = tcp_bound {
         tracing::info!(%address, "sip tcp listening");
     }
-    let _signaling_inputs = (ws_events, sip_events, sip_udp, sip_tcp, metrics);
+    let (completion_sender, completions) = mpsc::unbounded_channel();
+    let (media_requests, media_inbox) = mpsc::unbounded_channel();
+    let (media_events_tx, media_events) = mpsc::channel(1024);
+    let media =
+        media::MediaEngine::start(&config.media, metrics.clone(), media_events_tx).map_err(|source| {
+            ServerError::Bind {
+                what: "media workers",
+                address: SocketAddr::new(config.media.bind_ip, config.media.webrtc_port),
+                source,
+            }
+        })?;
+    tracing::info!(addresses = ?media.webrtc_addrs(), "media workers started");
+    tokio::spawn(signaling::serve_media(
+        media.clone(),
+        media_inbox,
+        media_events,
+        completion_sender.clone(),
+    ));
+    let gateway = Gateway::new(gateway_settings(
+        &config,
+        sip_udp
+            .as_ref()
+            .map(|udp| udp.local_addr())
+            .transpose()
+            .ok()
+            .flatten(),
+        tcp_bound,
+    ));
+    let signaling = tokio::spawn(signaling::run(
+        gateway,
+        signaling::SignalingIo {
+            ws_events,
+            sip_events,
+            completions,
+            completion_sender: completion_sender.clone(),
+            media: media_requests,
+            sip_udp,
+            sip_tcp,
+            db: db.clone(),
+            metrics,
+            shutdown: shutdown.clone(),
+        },
+    ));
 
-    wait_for_signal().await?;
+    signals.wait().await;
+    let deadline = Instant::now() + config.limits.drain;
     tracing::info!(drain = ?config.limits.drain, "shutting down: refusing new calls, draining");
     health.draining.store(true, Ordering::Relaxed);
+    let _ = completion_sender.send(signaling::Completion::Drain { deadline });
+    // The signaling task returns once no call is left; calls still up at the deadline get BYE on both legs.
+    if tokio::time::timeout_at((deadline + Duration::from_secs(2)).into(), signaling)
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain period over with calls still ending");
+    }
     let _ = shutdown_tx.send(true);
+    media.shutdown().await;
     // Give in-flight responses a moment to leave before the runtime drops the sockets.
     tokio::time::sleep(Duration::from_millis(100)).await;
     db.close().await;
@@ -209,6 +271,39 @@ async fn start_demo(
         .await
         .map_err(|error| ServerError::Demo(error.to_string()))?;
     Ok(widget.public_id.to_string())
+}
+
+/// The signaling core's settings: the SIP addresses we bound (advertised toward trunks as the public IP when
+/// bound to a wildcard address), timers and limits.
+fn gateway_settings(config: &Config, udp: Option<SocketAddr>, tcp: Option<SocketAddr>) -> GatewaySettings {
+    let advertise = |address: SocketAddr| {
+        if address.ip().is_unspecified() {
+            SocketAddr::new(config.media.public_ip, address.port())
+        } else {
+            address
+        }
+    };
+    GatewaySettings {
+        user_agent: config.sip.user_agent.clone(),
+        sip_udp: udp.map(advertise),
+        sip_tcp: tcp.map(advertise),
+        session_expires: config.sip.session_expires,
+        min_se: config.sip.min_se,
+        limits: GatewayLimits {
+            max_calls: config.limits.max_calls,
+            per_ip_concurrent_calls: config.limits.per_ip_concurrent_calls,
+            per_ip_calls_per_minute: config.limits.per_ip_calls_per_minute,
+        },
+        options_interval: config.sip.options_ping_interval,
+        transactions: TransactionConfig {
+            // sip.invite_timeout is Timer B (64·T1); T2 and T4 keep their RFC 3261 values.
+            timers: TimerConfig {
+                t1: config.sip.invite_timeout / 64,
+                ..TimerConfig::default()
+            },
+            send_trying: true,
+        },
+    }
 }
 
 async fn watch_database(db: Database, health: Arc<Health>, mut shutdown: watch::Receiver<bool>) {
@@ -259,13 +354,25 @@ fn tls_acceptor(config: &Config) -> Result<tokio_rustls::TlsAcceptor, ServerErro
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(tls)))
 }
 
-async fn wait_for_signal() -> Result<(), ServerError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM received"),
-        _ = interrupt.recv() => tracing::info!("SIGINT received"),
+/// SIGTERM and SIGINT, caught from the moment they are installed.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, ServerError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate()).map_err(ServerError::Signals)?,
+            interrupt: signal(SignalKind::interrupt()).map_err(ServerError::Signals)?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = self.interrupt.recv() => tracing::info!("SIGINT received"),
+        }
+    }
 }

@@ -1,6 +1,12 @@
 //! Helpers shared by the integration tests: throwaway databases and the real `callgate` binary.
 
 pub(crate) mod databases;
+#[allow(dead_code, reason = "only the call tests start a gateway")]
+pub(crate) mod gateway;
+#[allow(dead_code, reason = "only the call tests record RTP")]
+pub(crate) mod rtp;
+#[allow(dead_code, reason = "only the call tests run SIPp")]
+pub(crate) mod sipp;
 
 use std::process::{Child, Command, Stdio};
 

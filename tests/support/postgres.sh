@@ -20,8 +20,11 @@ postgres_start() {
   bin=$(postgres_bin)
   export CALLGATE_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:${PG_PORT}/postgres"
   if pg_as_owner "$bin/pg_ctl" -D "$PG_DIR" status >/dev/null 2>&1; then
+    # Someone else's cluster (another run on this machine): use it, and leave it running afterwards.
+    PG_STARTED_HERE=0
     return 0
   fi
+  PG_STARTED_HERE=1
   rm -rf "$PG_DIR"
   mkdir -p "$PG_DIR"
   [ "$(id -u)" = 0 ] && chown postgres:postgres "$PG_DIR"
@@ -32,5 +35,6 @@ postgres_start() {
 }
 
 postgres_stop() {
+  [ "${PG_STARTED_HERE:-0}" = 1 ] || return 0
   pg_as_owner "$(postgres_bin)/pg_ctl" -D "$PG_DIR" -m fast stop >/dev/null 2>&1 || true
 }

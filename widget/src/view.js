@@ -199,10 +199,14 @@ export function mountWidget(doc, settings) {
 }
 
 // A final state's message is a headline for the panel plus an explanation below it; the live region and
-// window.callgateWidget.message keep the whole sentence.
+// window.callgateWidget.message keep the whole sentence. Headlines carry no final full stop, also when the
+// message is a single sentence ("Calls are not available right now."), and the explanation starts with a
+// capital ("Call ended: the connection was lost."), so that every error reads alike.
 function splitMessage(state, message) {
   if (!isFinal(state)) return [message];
   const match = /^([^.:]+[.:])\s*(.*)$/.exec(message);
-  if (!match || match[2] === '') return [message];
-  return [match[1].replace(/[.:]$/, ''), match[2]];
+  if (!match) return [message];
+  const [, headline, explanation] = match;
+  return [headline.replace(/[.:]$/, ''),
+    ...(explanation === '' ? [] : [explanation.charAt(0).toUpperCase() + explanation.slice(1)])];
 }

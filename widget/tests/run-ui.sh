@@ -9,27 +9,10 @@ repo_dir="$(dirname "$widget_dir")"
 artifacts="${ARTIFACTS:-$repo_dir/tests/artifacts/widget}"
 cd "$widget_dir"
 
-need_apt=()
-for pair in node:nodejs npm:npm chromium:chromium; do
-  command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
-done
-if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "run-ui.sh: installing ${need_apt[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  $SUDO apt-get update -q >/dev/null || true
-  $SUDO apt-get install -y -q "${need_apt[@]}" >/dev/null
-fi
-
-# npm ci replaces node_modules wholesale, so two runs at once would pull it from under each other: the
-# lock serialises them, and the stamp (the lock file it was installed from) skips the install when current.
-(
-  flock 9
-  if ! cmp -s package-lock.json node_modules/.callgate-installed-lock 2>/dev/null; then
-    npm ci --ignore-scripts --no-audit --no-fund --prefer-offline
-    cp package-lock.json node_modules/.callgate-installed-lock
-  fi
-) 9>"$widget_dir/.npm-install.lock"
+# shellcheck source=../../tests/support/install.sh
+source "$repo_dir/tests/support/install.sh"
+install_missing node:nodejs npm:npm chromium:chromium
+widget_npm_ci "$widget_dir"
 
 mkdir -p "$artifacts"
 node build.mjs --outfile "$artifacts/widget.js"

@@ -6,26 +6,18 @@
 //   WIDGET_JS=/path/to/widget.js ARTIFACTS=/path/to/dir node --test tests/ui.mjs
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import {
+  Browsers, FAKE_MICROPHONE, focusedInWidget, liveText, openWidgetPage, screenshotWidget, shadow, style,
+  waitForState, widgetState,
+} from './browser.mjs';
 
 const WIDGET_JS = readFileSync(process.env.WIDGET_JS || 'dist/widget.js');
 const ARTIFACTS = process.env.ARTIFACTS || '../tests/artifacts/widget';
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const PUBLIC_ID = 'demo_Widget-1';
 mkdirSync(ARTIFACTS, { recursive: true });
-
-// From ../shared/TESTING.md: a fresh profile, no network beyond loopback, no Google lookups.
-const BASE_FLAGS = [
-  '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--disable-domain-reliability', '--no-pings',
-  '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1',
-  '--autoplay-policy=no-user-gesture-required',
-];
-const FAKE_MICROPHONE = ['--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream'];
 
 // Rules a careless host page might have; none of them may reach inside the widget.
 const HOSTILE_CSS = `
@@ -91,7 +83,7 @@ async function startSite(gatewayOrigin) {
 
 let standIn;
 let site;
-const profiles = [];
+const browsers = new Browsers();
 
 before(async () => {
   standIn = await startGatewayStandIn();
@@ -101,64 +93,12 @@ before(async () => {
 after(async () => {
   await standIn.close();
   site.server.close();
-  for (const profile of profiles) rmSync(profile, { recursive: true, force: true });
+  browsers.removeProfiles();
 });
 
-async function launch(flags) {
-  const profile = mkdtempSync(join(tmpdir(), 'callgate-widget-ui-'));
-  profiles.push(profile);
-  return chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [...BASE_FLAGS, ...flags],
-    viewport: { width: 900, height: 640 },
-    deviceScaleFactor: 2,
-  });
-}
-
-async function openPage(context, query = '') {
-  const page = await context.newPage();
-  const errors = [];
-  page.on('pageerror', (error) => errors.push(error.message));
-  await page.goto(`${site.origin}/${query}`);
-  await page.waitForFunction(() => window.callgateWidget !== undefined);
-  page.widgetErrors = errors;
-  return page;
-}
-
-const widgetState = (page) => page.evaluate(() => window.callgateWidget.state);
-const waitForState = (page, state) =>
-  page.waitForFunction((wanted) => window.callgateWidget.state === wanted, state, { timeout: 15000 });
-const shadow = (page, selector, fn) => page.evaluate(([sel, body]) => {
-  const element = document.querySelector('callgate-widget').shadowRoot.querySelector(sel);
-  return new Function('element', body)(element);
-}, [selector, fn]);
-const style = (page, selector, property) =>
-  shadow(page, selector, `return getComputedStyle(element).getPropertyValue(${JSON.stringify(property)});`);
-const focusedInWidget = (page) => page.evaluate(() => {
-  const host = document.querySelector('callgate-widget');
-  const active = host.shadowRoot.activeElement;
-  return document.activeElement === host && active
-    ? { ref: active.dataset.ref || null, label: active.getAttribute('aria-label'), text: active.textContent }
-    : null;
-});
-const liveText = (page) => shadow(page, '[role="status"]', 'return element.textContent;');
-
-/** Screenshot of the widget with a margin of page around it, for looking at the layout. */
-async function screenshot(page, name) {
-  const box = await page.evaluate(() => {
-    const rect = document.querySelector('callgate-widget').shadowRoot.querySelector('.cg').getBoundingClientRect();
-    return { x: rect.x, y: rect.y, width: rect.width, height: rect.height };
-  });
-  const margin = 24;
-  const clip = {
-    x: Math.max(0, box.x - margin), y: Math.max(0, box.y - margin),
-    width: box.width + 2 * margin, height: box.height + 2 * margin,
-  };
-  clip.width = Math.min(clip.width, 900 - clip.x);
-  clip.height = Math.min(clip.height, 640 - clip.y);
-  await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), clip });
-}
+const launch = (flags) => browsers.launch(flags);
+const openPage = (context, query = '') => openWidgetPage(context, `${site.origin}/${query}`);
+const screenshot = (page, name) => screenshotWidget(page, ARTIFACTS, name);
 
 test('renders a call button inside a shadow root, untouched by the host page CSS', async () => {
   const context = await launch(FAKE_MICROPHONE);

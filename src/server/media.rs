@@ -1,0 +1,1008 @@
+//! The media engine: worker threads that run the calls' [`MediaSession`]s on real sockets.
+//!
+//! Each of the `media.workers` OS threads owns, with nothing shared across threads:
+//! - one UDP socket `bind_ip:webrtc_port + i` carrying the WebRTC media of all its calls (advertised as
+//!   `public_ip:webrtc_port + i`), and a [`Demux`] that routes its datagrams to calls in O(1);
+//! - the RTP and RTCP sockets of its calls, on port pairs from its own slice of the RTP range (the
+//!   range is partitioned per worker, so allocating a port takes no lock);
+//! - its sessions, and a timer heap that wakes each session at its [`MediaSession::poll_timeout`]
+//!   (the 20 ms ticks of transcoding calls, jitter-buffer polls, RTCP, ICE/DTLS timers).
+//!
+//! A worker is a plain thread around one `mio::Poll`: every socket is registered with it, so one
+//! `epoll_wait` covers the whole worker, and a datagram costs one `recv_from` into a reused buffer, a
+//! hash lookup, the session's work and `send_to` for what it produced. Nothing in that path
+//! allocates in our code or takes a lock.
+//!
+//! Signaling talks to the workers through a [`MediaEngine`] handle (`Clone + Send`): each async method
+//! sends a command over a `tokio::sync::mpsc` channel, wakes the worker through its `mio::Waker`, and
+//! awaits the reply on a oneshot. New calls go to the least-loaded worker that is keeping up.
+//! Events ([`MediaEvent`]: connected, consent lost, media timeout) come back on the channel given to
+//! [`MediaEngine::start`].
+//!
+//! ## Overload
+//!
+//! A worker measures how late it runs its sessions' deadlines (the 20 ms ticks among them): the 99th
+//! percentile over each second is published. When every worker is later than
+//! [`OVERLOAD_LATENESS`], or has more than [`OVERLOAD_QUEUE`] commands waiting,
+//! [`MediaEngine::is_overloaded`] says so and signaling refuses new calls with 503 before the calls in
+//! progress start losing audio.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::b2bua::Leg;
+use crate::config::MediaConfig;
+use crate::media::demux::Demux;
+use crate::media::session::{
+    CallMediaStats, LegMediaStats, MediaError, MediaEvent, MediaSession, Output, Reoffer, SessionSettings,
+    SocketKind,
+};
+use crate::media::webrtc_leg::generate_dtls_cert;
+use crate::metrics::{LegCounters, Metrics};
+use crate::sdp::Codec;
+
+/// Identifies a call's media to the engine; chosen by the caller, unique among live calls.
+pub type CallMediaId = u64;
+
+/// A worker whose deadlines run this late (99th percentile over a second) is falling behind.
+pub const OVERLOAD_LATENESS: Duration = Duration::from_millis(5);
+/// A worker with this many commands waiting is falling behind.
+pub const OVERLOAD_QUEUE: usize = 64;
+/// Commands a worker's channel holds.
+const COMMAND_QUEUE: usize = 1024;
+/// How often a worker publishes its lateness and flushes call counters into the metrics.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// The largest datagram read; WebRTC and RTP datagrams stay under the path MTU.
+const RECEIVE_BUFFER: usize = 4096;
+/// Lateness histogram: 250 µs buckets up to 50 ms, and one for anything later.
+const LATENESS_BUCKET: Duration = Duration::from_micros(250);
+const LATENESS_BUCKETS: usize = 201;
+const WEBRTC_TOKEN: Token = Token(0);
+const WAKER_TOKEN: Token = Token(1);
+/// Tokens of a call's sockets: `FIRST_CALL_TOKEN + 2 * slot` (RTP) and the next one (RTCP).
+const FIRST_CALL_TOKEN: usize = 2;
+
+/// Why an engine operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The session refused (unacceptable SDP, wrong state...): see [`MediaError`].
+    #[error(transparent)]
+    Media(#[from] MediaError),
+    /// No call with this id (never prepared, or closed).
+    #[error("no media for call {0}")]
+    UnknownCall(CallMediaId),
+    /// A call with this id already has media.
+    #[error("call {0} already has media")]
+    CallExists(CallMediaId),
+    /// The worker's slice of the RTP port range is used up (or every free port is taken by others).
+    #[error("no free RTP port pair")]
+    NoPorts,
+    /// The engine was shut down.
+    #[error("the media engine has stopped")]
+    Stopped,
+}
+
+/// What a worker publishes about itself, read by the handle without locks.
+#[derive(Debug, Default)]
+struct WorkerLoad {
+    calls: AtomicUsize,
+    lateness_p99_micros: AtomicU64,
+}
+
+/// A command for a worker, with the oneshot for its reply.
+enum Command {
+    Prepare {
+        id: CallMediaId,
+        offer: String,
+        trunk_codecs: Vec<Codec>,
+        reply: oneshot::Sender<Result<String, EngineError>>,
+    },
+    ApplyPbxAnswer {
+        id: CallMediaId,
+        sdp: String,
+        early: bool,
+        reply: oneshot::Sender<Result<String, EngineError>>,
+    },
+    Reoffer {
+        id: CallMediaId,
+        from: Leg,
+        sdp: String,
+        reply: oneshot::Sender<Result<Reoffer, EngineError>>,
+    },
+    Reanswer {
+        id: CallMediaId,
+        from: Leg,
+        sdp: String,
+        reply: oneshot::Sender<Result<String, EngineError>>,
+    },
+    RefreshSdp {
+        id: CallMediaId,
+        reply: oneshot::Sender<Result<String, EngineError>>,
+    },
+    SendDtmf {
+        id: CallMediaId,
+        digit: char,
+        duration_ms: u32,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
+    Close {
+        id: CallMediaId,
+        reply: oneshot::Sender<Option<CallMediaStats>>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// The signaling side's view of one worker.
+struct WorkerHandle {
+    commands: mpsc::Sender<Command>,
+    waker: Arc<Waker>,
+    load: Arc<WorkerLoad>,
+    webrtc_addr: SocketAddr,
+}
+
+struct EngineInner {
+    workers: Vec<WorkerHandle>,
+    /// Which worker serves which call. Only signaling touches it (once per command), never a worker.
+    calls: Mutex<HashMap<CallMediaId, usize>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for EngineInner {
+    fn drop(&mut self) {
+        // The channels close with us; wake the workers so that they notice and stop.
+        for worker in &self.workers {
+            let _ = worker.waker.wake();
+        }
+    }
+}
+
+/// The handle signaling holds; cloning it is cheap. See the module docs.
+#[derive(Clone)]
+pub struct MediaEngine {
+    inner: Arc<EngineInner>,
+}
+
+impl std::fmt::Debug for MediaEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaEngine")
+            .field("workers", &self.inner.workers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MediaEngine {
+    /// Binds every worker's WebRTC socket and starts the workers. A `webrtc_port` of 0 gives each
+    /// worker a port of the system's choosing (for tests); see [`MediaEngine::webrtc_addrs`].
+    pub fn start(
+        config: &MediaConfig,
+        metrics: Arc<Metrics>,
+        events: mpsc::Sender<(CallMediaId, MediaEvent)>,
+    ) -> io::Result<MediaEngine> {
+        let count = config.worker_count().max(1);
+        let dtls_cert = generate_dtls_cert();
+        let mut workers = Vec::with_capacity(count);
+        let mut threads = Vec::with_capacity(count);
+        for index in 0..count {
+            let port = if config.webrtc_port == 0 {
+                0
+            } else {
+                config
+                    .webrtc_port
+                    .checked_add(index as u16)
+                    .ok_or_else(|| io::Error::other("webrtc_port + workers is past 65535"))?
+            };
+            let socket = std::net::UdpSocket::bind(SocketAddr::new(config.bind_ip, port))?;
+            socket.set_nonblocking(true)?;
+            let mut socket = UdpSocket::from_std(socket);
+            let local = socket.local_addr()?;
+            let poll = Poll::new()?;
+            poll.registry()
+                .register(&mut socket, WEBRTC_TOKEN, Interest::READABLE)?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER_TOKEN)?);
+            let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+            let load = Arc::new(WorkerLoad::default());
+            let worker = Worker {
+                config: config.clone(),
+                dtls_cert: dtls_cert.clone(),
+                poll,
+                webrtc_socket: socket,
+                webrtc_local: local,
+                webrtc_advertised: SocketAddr::new(config.public_ip, local.port()),
+                commands: commands_rx,
+                calls: Vec::new(),
+                free_slots: Vec::new(),
+                by_id: HashMap::new(),
+                demux: Demux::new(),
+                ports: worker_ports(config, index, count),
+                timers: BinaryHeap::new(),
+                due: Vec::new(),
+                next_generation: 0,
+                events: events.clone(),
+                pending_events: VecDeque::new(),
+                metrics: metrics.clone(),
+                load: load.clone(),
+                lateness: LatenessWindow::new(),
+                buffer: vec![0; RECEIVE_BUFFER].into_boxed_slice(),
+                stopping: None,
+            };
+            workers.push(WorkerHandle {
+                commands: commands_tx,
+                waker,
+                load,
+                webrtc_addr: local,
+            });
+            let thread = std::thread::Builder::new()
+                .name(format!("media-{index}"))
+                .spawn(move || worker.run())?;
+            threads.push(thread);
+        }
+        Ok(MediaEngine {
+            inner: Arc::new(EngineInner {
+                workers,
+                calls: Mutex::new(HashMap::new()),
+                threads: Mutex::new(threads),
+            }),
+        })
+    }
+
+    /// The bound address of each worker's WebRTC socket.
+    pub fn webrtc_addrs(&self) -> Vec<SocketAddr> {
+        self.inner.workers.iter().map(|w| w.webrtc_addr).collect()
+    }
+
+    /// Whether new calls should be refused: every worker is falling behind (its deadlines run late,
+    /// or commands pile up).
+    pub fn is_overloaded(&self) -> bool {
+        self.inner.workers.iter().all(WorkerHandle::is_behind)
+    }
+
+    /// Calls in progress on each worker.
+    pub fn worker_loads(&self) -> Vec<usize> {
+        self.inner
+            .workers
+            .iter()
+            .map(|w| w.load.calls.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Creates the call's media from the browser's offer on the least-loaded worker; returns the offer
+    /// for the PBX.
+    pub async fn prepare(
+        &self,
+        id: CallMediaId,
+        browser_offer: &str,
+        trunk_codecs: &[Codec],
+    ) -> Result<String, EngineError> {
+        let worker = {
+            let mut calls = self.calls();
+            if calls.contains_key(&id) {
+                return Err(EngineError::CallExists(id));
+            }
+            let worker = self.least_loaded();
+            calls.insert(id, worker);
+            worker
+        };
+        let (reply, response) = oneshot::channel();
+        let command = Command::Prepare {
+            id,
+            offer: browser_offer.to_owned(),
+            trunk_codecs: trunk_codecs.to_vec(),
+            reply,
+        };
+        let result = self.send(worker, command, response).await.and_then(|r| r);
+        if result.is_err() {
+            self.calls().remove(&id);
+        }
+        result
+    }
+
+    /// Applies the PBX's answer (183 `early`, or the 200); returns the WebRTC answer for the browser.
+    pub async fn apply_pbx_answer(
+        &self,
+        id: CallMediaId,
+        sdp: &str,
+        early: bool,
+    ) -> Result<String, EngineError> {
+        let sdp = sdp.to_owned();
+        self.call(id, |reply| Command::ApplyPbxAnswer {
+            id,
+            sdp,
+            early,
+            reply,
+        })
+        .await
+    }
+
+    /// A re-offer from `from`: forward it, or answer it (see [`MediaSession::reoffer`]).
+    pub async fn reoffer(&self, id: CallMediaId, from: Leg, sdp: &str) -> Result<Reoffer, EngineError> {
+        let sdp = sdp.to_owned();
+        self.call(id, |reply| Command::Reoffer { id, from, sdp, reply })
+            .await
+    }
+
+    /// The other leg's answer to a forwarded re-offer; returns the answer for the leg that re-offered.
+    pub async fn reanswer(&self, id: CallMediaId, from: Leg, sdp: &str) -> Result<String, EngineError> {
+        let sdp = sdp.to_owned();
+        self.call(id, |reply| Command::Reanswer { id, from, sdp, reply })
+            .await
+    }
+
+    /// Our current offer toward the PBX, for a session-timer refresh.
+    pub async fn pbx_refresh_sdp(&self, id: CallMediaId) -> Result<String, EngineError> {
+        self.call(id, |reply| Command::RefreshSdp { id, reply }).await
+    }
+
+    /// Sends a digit (from SIP INFO) toward the PBX as RFC 4733.
+    pub async fn send_dtmf(&self, id: CallMediaId, digit: char, duration_ms: u32) -> Result<(), EngineError> {
+        self.call(id, |reply| Command::SendDtmf {
+            id,
+            digit,
+            duration_ms,
+            reply,
+        })
+        .await
+    }
+
+    /// Ends the call's media (RTCP BYE, DTLS close_notify) and returns its figures; `None` when the call
+    /// had no media.
+    pub async fn close(&self, id: CallMediaId) -> Option<CallMediaStats> {
+        let worker = self.calls().remove(&id)?;
+        let (reply, response) = oneshot::channel();
+        self.send(worker, Command::Close { id, reply }, response)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Stops every worker: calls still open are closed (their BYEs sent), the threads exit.
+    pub async fn shutdown(&self) {
+        let mut acks = Vec::with_capacity(self.inner.workers.len());
+        for index in 0..self.inner.workers.len() {
+            let (reply, response) = oneshot::channel();
+            if self
+                .send(index, Command::Shutdown { reply }, response)
+                .await
+                .is_ok()
+            {
+                acks.push(index);
+            }
+        }
+        let threads = std::mem::take(
+            &mut *self
+                .inner
+                .threads
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        let joined = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        });
+        let _ = joined.await;
+        self.calls().clear();
+        tracing::debug!(workers = acks.len(), "media engine stopped");
+    }
+
+    fn calls(&self) -> std::sync::MutexGuard<'_, HashMap<CallMediaId, usize>> {
+        self.inner
+            .calls
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The worker with the fewest calls among those keeping up (among all when none is).
+    fn least_loaded(&self) -> usize {
+        let workers = &self.inner.workers;
+        let load = |index: &usize| {
+            let worker = &workers[*index];
+            (worker.is_behind(), worker.load.calls.load(Ordering::Relaxed))
+        };
+        (0..workers.len()).min_by_key(load).unwrap_or(0)
+    }
+
+    async fn call<T>(
+        &self,
+        id: CallMediaId,
+        command: impl FnOnce(oneshot::Sender<Result<T, EngineError>>) -> Command,
+    ) -> Result<T, EngineError> {
+        let worker = *self.calls().get(&id).ok_or(EngineError::UnknownCall(id))?;
+        let (reply, response) = oneshot::channel();
+        self.send(worker, command(reply), response).await?
+    }
+
+    async fn send<T>(
+        &self,
+        worker: usize,
+        command: Command,
+        response: oneshot::Receiver<T>,
+    ) -> Result<T, EngineError> {
+        let handle = self.inner.workers.get(worker).ok_or(EngineError::Stopped)?;
+        handle
+            .commands
+            .send(command)
+            .await
+            .map_err(|_| EngineError::Stopped)?;
+        handle.waker.wake().map_err(|_| EngineError::Stopped)?;
+        response.await.map_err(|_| EngineError::Stopped)
+    }
+}
+
+impl WorkerHandle {
+    fn is_behind(&self) -> bool {
+        let lateness = Duration::from_micros(self.load.lateness_p99_micros.load(Ordering::Relaxed));
+        let queued = COMMAND_QUEUE - self.commands.capacity();
+        lateness > OVERLOAD_LATENESS || queued > OVERLOAD_QUEUE
+    }
+}
+
+/// The RTP ports (even, RTCP on the next) of worker `index` of `count`: its share of the range.
+fn worker_ports(config: &MediaConfig, index: usize, count: usize) -> VecDeque<u16> {
+    let first = config.rtp_port_min & !1;
+    let pairs = usize::from(config.rtp_port_max.saturating_sub(first)).div_ceil(2);
+    let start = pairs * index / count;
+    let end = pairs * (index + 1) / count;
+    (start..end)
+        .filter_map(|pair| u16::try_from(usize::from(first) + 2 * pair).ok())
+        .filter(|port| *port < u16::MAX)
+        .collect()
+}
+
+/// One call on a worker.
+struct CallSlot {
+    id: CallMediaId,
+    session: MediaSession,
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+    rtp_local: SocketAddr,
+    rtcp_local: SocketAddr,
+    rtp_port: u16,
+    /// The deadline this call's timer entry stands for; other entries of it are stale.
+    scheduled: Option<Instant>,
+    generation: u64,
+    /// What was already added to the shared metrics.
+    flushed: CallMediaStats,
+}
+
+/// A timer entry: when, which slot, which call (a reused slot gets a new generation).
+type TimerEntry = Reverse<(Instant, usize, u64)>;
+
+struct Worker {
+    config: MediaConfig,
+    dtls_cert: Option<str0m::config::DtlsCert>,
+    poll: Poll,
+    webrtc_socket: UdpSocket,
+    webrtc_local: SocketAddr,
+    webrtc_advertised: SocketAddr,
+    commands: mpsc::Receiver<Command>,
+    calls: Vec<Option<CallSlot>>,
+    free_slots: Vec<usize>,
+    by_id: HashMap<CallMediaId, usize>,
+    demux: Demux<usize>,
+    ports: VecDeque<u16>,
+    timers: BinaryHeap<TimerEntry>,
+    /// Reused list of the timers due in one turn of the loop.
+    due: Vec<(Instant, usize, u64)>,
+    next_generation: u64,
+    events: mpsc::Sender<(CallMediaId, MediaEvent)>,
+    /// Events the channel had no room for yet.
+    pending_events: VecDeque<(CallMediaId, MediaEvent)>,
+    metrics: Arc<Metrics>,
+    load: Arc<WorkerLoad>,
+    lateness: LatenessWindow,
+    buffer: Box<[u8]>,
+    stopping: Option<oneshot::Sender<()>>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
+        loop {
+            let now = Instant::now();
+            let mut wake_at = next_housekeeping;
+            if let Some(Reverse((at, _, _))) = self.timers.peek() {
+                wake_at = wake_at.min(*at);
+            }
+            if !self.pending_events.is_empty() {
+                wake_at = wake_at.min(now + Duration::from_millis(10));
+            }
+            // mio rounds the timeout up to whole milliseconds; never ask for zero while something waits.
+            let timeout = wake_at.saturating_duration_since(now);
+            if let Err(error) = self.poll.poll(&mut events, Some(timeout))
+                && error.kind() != io::ErrorKind::Interrupted
+            {
+                tracing::error!(%error, "media worker poll failed");
+                return;
+            }
+            let now = Instant::now();
+            for event in &events {
+                match event.token() {
+                    WEBRTC_TOKEN => self.receive_webrtc(now),
+                    WAKER_TOKEN => {}
+                    Token(token) => self.receive_rtp(now, token),
+                }
+            }
+            if !self.handle_commands(now) {
+                break;
+            }
+            self.run_timers(now);
+            self.send_events();
+            if now >= next_housekeeping {
+                self.housekeeping();
+                next_housekeeping = now + HOUSEKEEPING;
+            }
+        }
+        self.close_all();
+        if let Some(ack) = self.stopping.take() {
+            let _ = ack.send(());
+        }
+    }
+
+    fn receive_webrtc(&mut self, now: Instant) {
+        loop {
+            let (len, source) = match self.webrtc_socket.recv_from(&mut self.buffer) {
+                Ok(received) => received,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) => {
+                    tracing::debug!(%error, "WebRTC socket receive");
+                    continue;
+                }
+            };
+            let datagram = &self.buffer[..len];
+            let Some(index) = self.demux.route(source, datagram) else {
+                continue;
+            };
+            let Some(slot) = self.calls.get_mut(index).and_then(Option::as_mut) else {
+                continue;
+            };
+            slot.session
+                .handle_webrtc_receive(now, source, self.webrtc_local, datagram);
+            self.after_session(index);
+        }
+    }
+
+    fn receive_rtp(&mut self, now: Instant, token: usize) {
+        let Some(offset) = token.checked_sub(FIRST_CALL_TOKEN) else {
+            return;
+        };
+        let index = offset / 2;
+        let is_rtcp = offset % 2 == 1;
+        loop {
+            let Some(slot) = self.calls.get_mut(index).and_then(Option::as_mut) else {
+                return;
+            };
+            let (socket, local) = if is_rtcp {
+                (&slot.rtcp, slot.rtcp_local)
+            } else {
+                (&slot.rtp, slot.rtp_local)
+            };
+            let (len, source) = match socket.recv_from(&mut self.buffer) {
+                Ok(received) => received,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) => {
+                    tracing::debug!(%error, "RTP socket receive");
+                    continue;
+                }
+            };
+            slot.session
+                .handle_rtp_receive(now, source, local, &self.buffer[..len]);
+            self.after_session(index);
+        }
+    }
+
+    /// Runs the sessions whose deadline has come, each once per turn of the loop.
+    fn run_timers(&mut self, now: Instant) {
+        self.due.clear();
+        while let Some(Reverse((at, index, generation))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            self.due.push((at, index, generation));
+        }
+        for position in 0..self.due.len() {
+            let (at, index, generation) = self.due[position];
+            let Some(slot) = self.calls.get_mut(index).and_then(Option::as_mut) else {
+                continue;
+            };
+            if slot.generation != generation || slot.scheduled != Some(at) {
+                continue;
+            }
+            slot.scheduled = None;
+            self.lateness.record(now.saturating_duration_since(at));
+            let started = Instant::now();
+            let codec_ops = slot.session.handle_timeout(started);
+            if codec_ops > 0 {
+                // Two codec operations (a decode and an encode) make one transcoded frame.
+                let elapsed = started.elapsed();
+                self.metrics.transcode_frame_time.observe(elapsed * 2 / codec_ops);
+            }
+            self.after_session(index);
+        }
+    }
+
+    /// Sends what the session produced, passes its events on, and schedules its next deadline.
+    fn after_session(&mut self, index: usize) {
+        let Some(slot) = self.calls.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        drain_session(slot, &self.webrtc_socket, &mut self.pending_events);
+        let at = slot.session.poll_timeout();
+        if slot.scheduled.is_none_or(|scheduled| at < scheduled) {
+            slot.scheduled = Some(at);
+            self.timers.push(Reverse((at, index, slot.generation)));
+        }
+    }
+
+    /// Takes every waiting command; false once the worker must stop.
+    fn handle_commands(&mut self, now: Instant) -> bool {
+        loop {
+            let command = match self.commands.try_recv() {
+                Ok(command) => command,
+                Err(mpsc::error::TryRecvError::Empty) => return self.stopping.is_none(),
+                Err(mpsc::error::TryRecvError::Disconnected) => return false,
+            };
+            match command {
+                Command::Prepare {
+                    id,
+                    offer,
+                    trunk_codecs,
+                    reply,
+                } => {
+                    let _ = reply.send(self.prepare(now, id, &offer, &trunk_codecs));
+                }
+                Command::ApplyPbxAnswer {
+                    id,
+                    sdp,
+                    early,
+                    reply,
+                } => {
+                    let result = self.with_session(id, |s| s.apply_pbx_answer(now, &sdp, early));
+                    let _ = reply.send(result);
+                }
+                Command::Reoffer { id, from, sdp, reply } => {
+                    let _ = reply.send(self.with_session(id, |s| s.reoffer(now, from, &sdp)));
+                }
+                Command::Reanswer { id, from, sdp, reply } => {
+                    let _ = reply.send(self.with_session(id, |s| s.reanswer(now, from, &sdp)));
+                }
+                Command::RefreshSdp { id, reply } => {
+                    let _ = reply.send(self.with_session(id, |s| Ok(s.pbx_refresh_sdp())));
+                }
+                Command::SendDtmf {
+                    id,
+                    digit,
+                    duration_ms,
+                    reply,
+                } => {
+                    let result = self.with_session(id, |s| s.send_dtmf(now, digit, duration_ms));
+                    let _ = reply.send(result);
+                }
+                Command::Close { id, reply } => {
+                    let _ = reply.send(self.close(now, id));
+                }
+                Command::Shutdown { reply } => self.stopping = Some(reply),
+            }
+        }
+    }
+
+    /// Routes the call's WebRTC datagrams to it once its leg exists; again after a re-offer, which
+    /// may renew the ufrag (ICE restart). Only commands create or change a leg.
+    fn register_ufrag(&mut self, index: usize) {
+        let Some(slot) = self.calls.get(index).and_then(Option::as_ref) else {
+            return;
+        };
+        if let Some(ufrag) = slot.session.webrtc_ufrag()
+            && let Err(error) = self.demux.register(index, ufrag)
+        {
+            tracing::warn!(%error, call = slot.id, "WebRTC leg not routable");
+        }
+    }
+
+    fn with_session<T>(
+        &mut self,
+        id: CallMediaId,
+        operation: impl FnOnce(&mut MediaSession) -> Result<T, MediaError>,
+    ) -> Result<T, EngineError> {
+        let index = *self.by_id.get(&id).ok_or(EngineError::UnknownCall(id))?;
+        let slot = self
+            .calls
+            .get_mut(index)
+            .and_then(Option::as_mut)
+            .ok_or(EngineError::UnknownCall(id))?;
+        let result = operation(&mut slot.session);
+        self.register_ufrag(index);
+        self.after_session(index);
+        Ok(result?)
+    }
+
+    fn prepare(
+        &mut self,
+        now: Instant,
+        id: CallMediaId,
+        offer: &str,
+        trunk_codecs: &[Codec],
+    ) -> Result<String, EngineError> {
+        if self.by_id.contains_key(&id) {
+            return Err(EngineError::CallExists(id));
+        }
+        let (rtp_port, mut rtp, mut rtcp) = self.bind_pair()?;
+        let mut settings = SessionSettings::new(
+            &self.config,
+            self.webrtc_advertised.port(),
+            rtp_port,
+            SystemTime::now(),
+        );
+        settings.webrtc_advertised = self.webrtc_advertised;
+        settings.webrtc_local = self.webrtc_local;
+        settings.dtls_cert = self.dtls_cert.clone();
+        let (session, pbx_offer) = match MediaSession::prepare(now, offer, trunk_codecs, &settings) {
+            Ok(prepared) => prepared,
+            Err(error) => {
+                self.ports.push_back(rtp_port);
+                return Err(error.into());
+            }
+        };
+        let index = self.free_slots.pop().unwrap_or_else(|| {
+            self.calls.push(None);
+            self.calls.len() - 1
+        });
+        let registry = self.poll.registry();
+        let registered = registry
+            .register(&mut rtp, Token(FIRST_CALL_TOKEN + 2 * index), Interest::READABLE)
+            .and_then(|()| {
+                registry.register(
+                    &mut rtcp,
+                    Token(FIRST_CALL_TOKEN + 2 * index + 1),
+                    Interest::READABLE,
+                )
+            });
+        if let Err(error) = registered {
+            tracing::warn!(%error, "cannot watch RTP sockets");
+            self.free_slots.push(index);
+            self.ports.push_back(rtp_port);
+            return Err(EngineError::NoPorts);
+        }
+        self.next_generation += 1;
+        self.calls[index] = Some(CallSlot {
+            id,
+            session,
+            rtp_local: SocketAddr::new(self.config.bind_ip, rtp_port),
+            rtcp_local: SocketAddr::new(self.config.bind_ip, rtp_port + 1),
+            rtp,
+            rtcp,
+            rtp_port,
+            scheduled: None,
+            generation: self.next_generation,
+            flushed: CallMediaStats::default(),
+        });
+        self.by_id.insert(id, index);
+        self.load.calls.fetch_add(1, Ordering::Relaxed);
+        self.register_ufrag(index);
+        self.after_session(index);
+        Ok(pbx_offer)
+    }
+
+    /// The next free port pair of this worker's slice, bound. Ports another process holds are skipped
+    /// and kept for later.
+    fn bind_pair(&mut self) -> Result<(u16, UdpSocket, UdpSocket), EngineError> {
+        for _ in 0..self.ports.len() {
+            let Some(port) = self.ports.pop_front() else {
+                break;
+            };
+            let pair = bind_udp(self.config.bind_ip, port)
+                .and_then(|rtp| Ok((rtp, bind_udp(self.config.bind_ip, port + 1)?)));
+            match pair {
+                Ok((rtp, rtcp)) => return Ok((port, rtp, rtcp)),
+                Err(error) => {
+                    tracing::debug!(%error, port, "RTP port pair busy");
+                    self.ports.push_back(port);
+                }
+            }
+        }
+        Err(EngineError::NoPorts)
+    }
+
+    fn close(&mut self, now: Instant, id: CallMediaId) -> Option<CallMediaStats> {
+        let index = self.by_id.remove(&id)?;
+        let mut slot = self.calls.get_mut(index)?.take()?;
+        slot.session.close(now);
+        drain_session(&mut slot, &self.webrtc_socket, &mut self.pending_events);
+        let stats = slot.session.stats();
+        flush_metrics(&self.metrics, &mut slot);
+        self.demux.remove(index);
+        let registry = self.poll.registry();
+        let _ = registry.deregister(&mut slot.rtp);
+        let _ = registry.deregister(&mut slot.rtcp);
+        self.ports.push_back(slot.rtp_port);
+        self.free_slots.push(index);
+        self.load.calls.fetch_sub(1, Ordering::Relaxed);
+        Some(stats)
+    }
+
+    fn close_all(&mut self) {
+        let now = Instant::now();
+        let ids: Vec<CallMediaId> = self.by_id.keys().copied().collect();
+        for id in ids {
+            self.close(now, id);
+        }
+        self.send_events();
+    }
+
+    fn send_events(&mut self) {
+        while let Some(event) = self.pending_events.pop_front() {
+            match self.events.try_send(event) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(event)) => {
+                    self.pending_events.push_front(event);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.pending_events.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        let p99 = self.lateness.take_p99();
+        self.load.lateness_p99_micros.store(
+            u64::try_from(p99.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        for slot in self.calls.iter_mut().flatten() {
+            flush_metrics(&self.metrics, slot);
+        }
+    }
+}
+
+fn bind_udp(ip: IpAddr, port: u16) -> io::Result<UdpSocket> {
+    let socket = std::net::UdpSocket::bind(SocketAddr::new(ip, port))?;
+    socket.set_nonblocking(true)?;
+    Ok(UdpSocket::from_std(socket))
+}
+
+/// Sends a session's datagrams from the right socket and keeps its events for the channel. A socket
+/// that cannot take a datagram now drops it: media is not worth waiting for.
+fn drain_session(slot: &mut CallSlot, webrtc: &UdpSocket, events: &mut VecDeque<(CallMediaId, MediaEvent)>) {
+    while let Some(output) = slot.session.poll_output() {
+        match output {
+            Output::Transmit(transmit) => {
+                let socket = match transmit.socket {
+                    SocketKind::Webrtc => webrtc,
+                    SocketKind::Rtp => &slot.rtp,
+                    SocketKind::Rtcp => &slot.rtcp,
+                };
+                if let Err(error) = socket.send_to(transmit.bytes, transmit.to) {
+                    tracing::trace!(%error, to = %transmit.to, "media datagram not sent");
+                }
+            }
+            Output::Event(event) => events.push_back((slot.id, event)),
+        }
+    }
+}
+
+/// Adds what a call counted since the last flush to the shared leg counters.
+fn flush_metrics(metrics: &Metrics, slot: &mut CallSlot) {
+    let stats = slot.session.stats();
+    add_leg(&metrics.browser_leg, &stats.browser, &slot.flushed.browser);
+    add_leg(&metrics.pbx_leg, &stats.pbx, &slot.flushed.pbx);
+    slot.flushed = stats;
+}
+
+fn add_leg(counters: &LegCounters, now: &LegMediaStats, before: &LegMediaStats) {
+    let delta = |now: u64, before: u64| now.saturating_sub(before);
+    counters.packets_received.fetch_add(
+        delta(now.packets_received, before.packets_received),
+        Ordering::Relaxed,
+    );
+    counters
+        .packets_sent
+        .fetch_add(delta(now.packets_sent, before.packets_sent), Ordering::Relaxed);
+    counters
+        .packets_lost
+        .fetch_add(delta(now.packets_lost, before.packets_lost), Ordering::Relaxed);
+    if let Some(jitter) = now.jitter_ms {
+        counters
+            .jitter_micros
+            .store((jitter * 1000.0) as u64, Ordering::Relaxed);
+    }
+}
+
+/// How late a worker ran its deadlines over the current second.
+struct LatenessWindow {
+    buckets: [u32; LATENESS_BUCKETS],
+    count: u32,
+}
+
+impl LatenessWindow {
+    fn new() -> Self {
+        LatenessWindow {
+            buckets: [0; LATENESS_BUCKETS],
+            count: 0,
+        }
+    }
+
+    fn record(&mut self, lateness: Duration) {
+        let bucket = (lateness.as_micros() / LATENESS_BUCKET.as_micros()) as usize;
+        self.buckets[bucket.min(LATENESS_BUCKETS - 1)] += 1;
+        self.count += 1;
+    }
+
+    /// The 99th percentile (upper bound of its bucket) since the last call, and a fresh window.
+    fn take_p99(&mut self) -> Duration {
+        let threshold = self.count - self.count / 100;
+        let mut seen = 0;
+        let mut p99 = Duration::ZERO;
+        if self.count > 0 {
+            for (index, count) in self.buckets.iter().enumerate() {
+                seen += count;
+                if seen >= threshold {
+                    p99 = LATENESS_BUCKET * (index as u32 + 1);
+                    break;
+                }
+            }
+        }
+        self.buckets = [0; LATENESS_BUCKETS];
+        self.count = 0;
+        p99
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_split_the_rtp_range_into_disjoint_even_pairs() {
+        let config = MediaConfig {
+            rtp_port_min: 20_000,
+            rtp_port_max: 20_019,
+            ..MediaConfig::default()
+        };
+        let slices: Vec<Vec<u16>> = (0..3).map(|i| worker_ports(&config, i, 3).into()).collect();
+        assert_eq!(slices[0], [20_000, 20_002, 20_004]);
+        assert_eq!(slices[1], [20_006, 20_008, 20_010]);
+        assert_eq!(slices[2], [20_012, 20_014, 20_016, 20_018]);
+        let top = MediaConfig {
+            rtp_port_min: 65_530,
+            rtp_port_max: 65_535,
+            ..MediaConfig::default()
+        };
+        assert_eq!(Vec::from(worker_ports(&top, 0, 1)), [65_530, 65_532, 65_534]);
+    }
+
+    #[test]
+    fn lateness_p99_ignores_the_last_percent() {
+        let mut window = LatenessWindow::new();
+        for _ in 0..990 {
+            window.record(Duration::from_micros(100));
+        }
+        for _ in 0..10 {
+            window.record(Duration::from_millis(40));
+        }
+        assert_eq!(window.take_p99(), LATENESS_BUCKET);
+        for _ in 0..90 {
+            window.record(Duration::from_micros(100));
+        }
+        for _ in 0..10 {
+            window.record(Duration::from_secs(3));
+        }
+        assert_eq!(window.take_p99(), LATENESS_BUCKET * LATENESS_BUCKETS as u32);
+        assert_eq!(window.take_p99(), Duration::ZERO, "a fresh window");
+    }
+}

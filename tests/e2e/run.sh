@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The end-to-end test: headless Chromium (fake microphone playing a 440 Hz tone) calls through the real
+# `callgate serve` to SIPp and to the built-in echo endpoint (widget/tests/e2e.mjs). Installs what is
+# missing (chromium, sox, sipp, nodejs, npm from Debian; the npm packages from widget/package-lock.json),
+# builds the binary, and runs everything inside a loopback-only network namespace. Screenshots of each
+# widget state and the gateway's log go to tests/artifacts/e2e/. Exits non-zero when a case fails.
+#
+#   tests/e2e/run.sh            (CALLGATE_BIN=/path/to/callgate skips the build)
+set -euo pipefail
+repo_dir="$(cd "$(dirname "$0")/../.." && pwd)"
+widget_dir="$repo_dir/widget"
+artifacts="${ARTIFACTS:-$repo_dir/tests/artifacts/e2e}"
+artifacts="$(mkdir -p "$artifacts" && cd "$artifacts" && pwd)"
+if [ -n "${CALLGATE_BIN:-}" ]; then CALLGATE_BIN="$(realpath "$CALLGATE_BIN")"; fi
+cd "$repo_dir" # where cargo runs, so a relative CARGO_TARGET_DIR means the same to it and to us
+
+# shellcheck source=tests/support/install.sh
+source "$repo_dir/tests/support/install.sh"
+install_missing node:nodejs npm:npm chromium:chromium sox:sox sipp:sip-tester unshare:util-linux ip:iproute2
+widget_npm_ci "$widget_dir"
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/callgate-e2e-run.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+
+if [ -z "${CALLGATE_BIN:-}" ]; then
+  cargo build --locked --bin callgate
+  built="${CARGO_TARGET_DIR:-$repo_dir/target}/debug/callgate"
+  # A hard link keeps this build's binary for the run even if another build replaces the file meanwhile.
+  ln "$built" "$work/callgate" 2>/dev/null || cp "$built" "$work/callgate"
+  CALLGATE_BIN="$work/callgate"
+fi
+
+sox -n -r 48000 -c 1 -b 16 "$work/tone.wav" synth 30 sine 440 gain -6
+rm -f "$artifacts"/*.png "$artifacts"/callgate.log
+
+export CALLGATE_BIN TONE_WAV="$work/tone.wav" ARTIFACTS="$artifacts"
+tests=(node --test --test-concurrency=1 --test-timeout=120000 "$widget_dir/tests/e2e-checks.test.mjs"
+  "$widget_dir/tests/e2e.mjs")
+cd "$widget_dir"
+# Loopback only, so that nothing can leave the machine and ICE pairs are 127.0.0.1 with 127.0.0.1. A PID
+# namespace of its own too: when the run ends or the timeout strikes, the kernel kills every process left in
+# it (gateway, SIPp, Chromium), so nothing outlives a failed run.
+namespace=(unshare --net --pid --fork --kill-child --mount --mount-proc)
+if [ "$(id -u)" = 0 ] && "${namespace[@]}" true 2>/dev/null; then
+  timeout 240 "${namespace[@]}" -- bash -c 'ip link set lo up && exec "$@"' _ "${tests[@]}"
+else
+  echo "e2e: cannot make a network namespace (needs root); running on the host's loopback" >&2
+  timeout 240 "${tests[@]}"
+fi
+echo "e2e: all cases passed; screenshots and callgate.log in $artifacts"
