@@ -6,6 +6,7 @@
 
 use std::hint::black_box;
 
+use call_audio::CallAudio;
 use callgate::media::g711;
 use callgate::media::opus_codec::{
     FRAME_SAMPLES, MAX_PACKET_BYTES, MAX_PACKET_SAMPLES, OpusDecoder8k, OpusEncoder8k, OpusEncoderConfig,
@@ -14,8 +15,8 @@ use callgate::media::plc::G711Concealer;
 use criterion::{BatchSize, BenchmarkId, criterion_group, criterion_main};
 use settings::CpuCriterion;
 
-#[path = "support/browser_opus.rs"]
-mod browser_opus;
+#[path = "support/call_audio.rs"]
+mod call_audio;
 #[path = "support/settings.rs"]
 mod settings;
 #[path = "support/speech.rs"]
@@ -23,31 +24,6 @@ mod speech;
 
 /// The encoder complexities compared (issue 4 lists these).
 const COMPLEXITIES: [u8; 6] = [0, 1, 2, 3, 5, 10];
-
-/// The 8 kHz speech frames and the browser's Opus packets every benchmark here cycles through.
-struct Material {
-    frames: Vec<[i16; FRAME_SAMPLES]>,
-    packets: Vec<Vec<u8>>,
-}
-
-fn material() -> Material {
-    let narrowband = speech::speech(8000);
-    let wideband = speech::speech(browser_opus::BROWSER_RATE);
-    eprintln!("codecs: input is {}", narrowband.source);
-    let frames = narrowband
-        .samples
-        .chunks_exact(FRAME_SAMPLES)
-        .map(|chunk| {
-            let mut frame = [0; FRAME_SAMPLES];
-            frame.copy_from_slice(chunk);
-            frame
-        })
-        .collect();
-    Material {
-        frames,
-        packets: browser_opus::browser_packets(&wideband.samples),
-    }
-}
 
 /// An index that walks round a collection of `len` items, one step per call.
 struct Round {
@@ -67,17 +43,9 @@ impl Round {
     }
 }
 
-fn g711_frame(c: &mut CpuCriterion, material: &Material) {
+fn g711_frame(c: &mut CpuCriterion, material: &CallAudio) {
     let mut group = c.benchmark_group("g711_160_samples");
-    let codes: Vec<[u8; FRAME_SAMPLES]> = material
-        .frames
-        .iter()
-        .map(|frame| {
-            let mut out = [0; FRAME_SAMPLES];
-            g711::ulaw_encode(frame, &mut out);
-            out
-        })
-        .collect();
+    let codes = &material.ulaw;
     for law in [g711::Law::Ulaw, g711::Law::Alaw] {
         let name = match law {
             g711::Law::Ulaw => "ulaw",
@@ -107,7 +75,7 @@ fn primed_concealer(frames: &[[i16; FRAME_SAMPLES]], end: usize) -> G711Conceale
     concealer
 }
 
-fn g711_plc(c: &mut CpuCriterion, material: &Material) {
+fn g711_plc(c: &mut CpuCriterion, material: &CallAudio) {
     let frames = &material.frames;
     // A frame in the middle of a phrase, so the pitch search has voice to find.
     let voiced = frames.len() / 3;
@@ -138,8 +106,8 @@ fn g711_plc(c: &mut CpuCriterion, material: &Material) {
     group.finish();
 }
 
-fn opus_decode(c: &mut CpuCriterion, material: &Material) {
-    let packets = &material.packets;
+fn opus_decode(c: &mut CpuCriterion, material: &CallAudio) {
+    let packets = &material.browser_packets;
     let mut group = c.benchmark_group("opus_decode_to_8k");
     speech::whole_speech_samples(&mut group);
     // Fresh decoders are cheap to make and not what is measured; a failure is a broken libopus build.
@@ -188,7 +156,7 @@ fn encoder(complexity: u8) -> OpusEncoder8k {
     OpusEncoder8k::new(&config).expect("opus encoder")
 }
 
-fn opus_encode(c: &mut CpuCriterion, material: &Material) {
+fn opus_encode(c: &mut CpuCriterion, material: &CallAudio) {
     let frames = &material.frames;
     let mut group = c.benchmark_group("opus_encode_from_8k");
     speech::whole_speech_samples(&mut group);
@@ -205,8 +173,8 @@ fn opus_encode(c: &mut CpuCriterion, material: &Material) {
 
 /// What one call costs in codecs per 20 ms: the browser's packet decoded to 8 kHz for the PBX, and the
 /// PBX's frame encoded for the browser.
-fn opus_cycle(c: &mut CpuCriterion, material: &Material) {
-    let (frames, packets) = (&material.frames, &material.packets);
+fn opus_cycle(c: &mut CpuCriterion, material: &CallAudio) {
+    let (frames, packets) = (&material.frames, &material.browser_packets);
     let mut group = c.benchmark_group("opus_cycle_decode_plus_encode");
     speech::whole_speech_samples(&mut group);
     for complexity in COMPLEXITIES {
@@ -228,7 +196,7 @@ fn opus_cycle(c: &mut CpuCriterion, material: &Material) {
 }
 
 fn codecs(c: &mut CpuCriterion) {
-    let material = material();
+    let material = call_audio::call_audio("codecs");
     g711_frame(c, &material);
     g711_plc(c, &material);
     opus_decode(c, &material);

@@ -23,8 +23,8 @@ use callgate::sdp::{Codec, PbxSdp};
 use criterion::{criterion_group, criterion_main};
 use settings::CpuCriterion;
 
-#[path = "support/browser_opus.rs"]
-mod browser_opus;
+#[path = "support/call_audio.rs"]
+mod call_audio;
 #[path = "support/settings.rs"]
 mod settings;
 #[path = "support/speech.rs"]
@@ -70,16 +70,12 @@ struct Material {
 }
 
 fn material() -> Material {
-    let narrowband = speech::speech(8000);
-    let wideband = speech::speech(browser_opus::BROWSER_RATE);
-    eprintln!("pipeline: input is {}", narrowband.source);
-    let pbx_datagrams = narrowband
-        .samples
-        .chunks_exact(FRAME_SAMPLES)
+    let audio = call_audio::call_audio("pipeline");
+    let pbx_datagrams = audio
+        .ulaw
+        .iter()
         .enumerate()
-        .map(|(index, frame)| {
-            let mut codes = [0u8; FRAME_SAMPLES];
-            g711::ulaw_encode(frame, &mut codes);
+        .map(|(index, codes)| {
             let header = RtpHeader {
                 marker: index == 0,
                 payload_type: Codec::Pcmu.static_payload_type(),
@@ -90,14 +86,14 @@ fn material() -> Material {
             let mut datagram = vec![0u8; RTP_HEADER_LEN + FRAME_SAMPLES];
             // The buffer is sized for the header and one frame.
             header
-                .write(&codes, &mut datagram)
+                .write(codes, &mut datagram)
                 .expect("buffer fits one packet");
             datagram
         })
         .collect();
     Material {
         pbx_datagrams,
-        browser_packets: browser_opus::browser_packets(&wideband.samples),
+        browser_packets: audio.browser_packets,
     }
 }
 
@@ -126,7 +122,7 @@ impl Call {
             tick: 0,
             leg,
             pbx_jitter: new_jitter(8000),
-            browser_jitter: new_jitter(browser_opus::BROWSER_RATE),
+            browser_jitter: new_jitter(call_audio::BROWSER_RATE),
             encoder: OpusEncoder8k::new(&OpusEncoderConfig::default()).expect("opus encoder"),
             decoder: OpusDecoder8k::new().expect("opus decoder"),
             pbx_datagrams: material.pbx_datagrams.clone(),
@@ -176,7 +172,7 @@ impl Call {
         let header = PacketHeader {
             ssrc: BROWSER_SSRC,
             sequence: self.tick as u16,
-            timestamp: (self.tick * browser_opus::BROWSER_FRAME as u64) as u32,
+            timestamp: (self.tick * call_audio::BROWSER_FRAME as u64) as u32,
             marker: self.tick == 0,
         };
         self.browser_jitter.push(self.now, header, packet);

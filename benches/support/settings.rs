@@ -60,7 +60,7 @@ impl Measurement for ThreadCpuTime {
 }
 
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
-fn thread_cpu_nanos() -> u64 {
+pub(crate) fn thread_cpu_nanos() -> u64 {
     /// `struct timespec` on 64-bit Linux.
     #[repr(C)]
     struct Timespec {
@@ -86,7 +86,7 @@ fn thread_cpu_nanos() -> u64 {
 
 /// Elsewhere, wall time since the first call: correct on an idle machine.
 #[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
-fn thread_cpu_nanos() -> u64 {
+pub(crate) fn thread_cpu_nanos() -> u64 {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     START.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
 }
