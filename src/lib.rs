@@ -12,6 +12,8 @@
 //! - [`demo`]: the built-in echo endpoint (answers PCMU, echoes RTP) and the demo trunk and widget.
 //! - [`client`]: a browser stand-in (SIP over WebSocket as JsSIP writes it, WebRTC media with a tone and
 //!   measurements) for integration tests and the load generator.
+//! - [`loadgen`]: the `callgate-load` generator: many browser stand-ins against any SIP-over-WebSocket
+//!   gateway, with setup times, loss, jitter, round trips and the gateway's CPU and memory per call.
 //! - [`cli`]: the `callgate` command line: admin commands for trunks, widgets and call records, `serve`,
 //!   `migrate`, `check-config`.
 //! - [`sip`]: SIP message parsing and printing, digest authentication, transactions and dialogs (sans-IO).
@@ -30,6 +32,7 @@ pub mod client;
 pub mod config;
 pub mod db;
 pub mod demo;
+pub mod loadgen;
 pub mod media;
 pub mod metrics;
 pub mod sdp;
