@@ -38,6 +38,8 @@
 //! - [`widget`]: the click-to-call script (bundled from `widget/` by `build.rs`), `/demo` page, snippet.
 //! - [`client`]: a browser stand-in (SIP over WebSocket as JsSIP writes it, WebRTC media with a tone and
 //!   measurements) for integration tests and the load generator.
+//! - [`loadgen`]: the `callgate-load` generator: many browser stand-ins against any SIP-over-WebSocket
+//!   gateway, with setup times, loss, jitter, round trips and the gateway's CPU and memory per call.
 
 pub mod admission;
 pub mod b2bua;
@@ -46,6 +48,7 @@ pub mod client;
 pub mod config;
 pub mod db;
 pub mod demo;
+pub mod loadgen;
 pub mod media;
 pub mod metrics;
 pub mod sdp;

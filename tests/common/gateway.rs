@@ -176,6 +176,11 @@ impl Gateway {
         format!("ws://{}/ws", self.http)
     }
 
+    /// The `callgate serve` process id (for `callgate-load --pid`).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     /// The HTTP listener's address.
     pub(crate) fn http_address(&self) -> SocketAddr {
         self.http
