@@ -135,6 +135,17 @@ struct ChainArgs {
     /// The gateway's Opus encoder complexity (gateway-opus stage).
     #[arg(long, default_value_t = 5)]
     complexity: u8,
+    /// The gateway's Opus bitrate in bit/s (gateway-opus stage); `[media] opus_bitrate`'s default when
+    /// absent.
+    #[arg(long)]
+    bitrate: Option<u32>,
+    /// The gateway's Opus in-band FEC (gateway-opus stage); `[media] opus_fec`'s default when absent.
+    #[arg(long)]
+    fec: Option<bool>,
+    /// The packet loss the gateway's Opus encoder is told to expect, in % (gateway-opus stage; FEC
+    /// spends bits in proportion); the gateway's fixed value when absent.
+    #[arg(long)]
+    expected_loss: Option<u8>,
 }
 
 /// One codec pass of `chain`.
@@ -230,7 +241,16 @@ fn chain(args: &ChainArgs) -> Result<serde_json::Value, QualityError> {
                 decoded
             }
             Stage::GatewayOpus => {
-                let config = gateway_opus_config(args.complexity);
+                let defaults = MediaConfig::default();
+                let mut config = gateway_opus_config(&MediaConfig {
+                    opus_complexity: args.complexity,
+                    opus_bitrate: args.bitrate.unwrap_or(defaults.opus_bitrate),
+                    opus_fec: args.fec.unwrap_or(defaults.opus_fec),
+                    ..defaults
+                });
+                if let Some(percent) = args.expected_loss {
+                    config.expected_loss_percent = percent;
+                }
                 let (packets, encode_us) = timed_encode(&signal, &config)?;
                 timings.insert("gateway_encode_us".to_owned(), encode_us.into());
                 decode_all(&packets)?
@@ -242,14 +262,9 @@ fn chain(args: &ChainArgs) -> Result<serde_json::Value, QualityError> {
     Ok(serde_json::Value::Object(timings))
 }
 
-/// The gateway's encoder toward the browser as `callgate serve` sets it up from the default `[media]`
-/// section, at `complexity`.
-fn gateway_opus_config(complexity: u8) -> OpusEncoderConfig {
-    let media = MediaConfig {
-        opus_complexity: complexity,
-        ..MediaConfig::default()
-    };
-    SessionSettings::new(&media, 0, 0, SystemTime::UNIX_EPOCH).opus
+/// The gateway's encoder toward the browser as `callgate serve` sets it up from `media`.
+fn gateway_opus_config(media: &MediaConfig) -> OpusEncoderConfig {
+    SessionSettings::new(media, 0, 0, SystemTime::UNIX_EPOCH).opus
 }
 
 /// Encodes 48 kHz audio as libwebrtc does on desktop, one packet per 20 ms (the last frame padded).
@@ -422,6 +437,8 @@ struct CallDriver {
     rtc_deadline: Instant,
     sending: Option<Sending>,
     hang_up_at: Option<Instant>,
+    /// The BYE is out: the gateway may now close the media before it answers.
+    hung_up: bool,
     /// The call fails when media has not come up by then.
     give_up_at: Option<Instant>,
     frames_sent: u64,
@@ -461,6 +478,7 @@ async fn run_call(args: &CallArgs, frames: Vec<Vec<u8>>) -> Result<CallOutcome, 
         rtc_deadline: now,
         sending: None,
         hang_up_at: None,
+        hung_up: false,
         give_up_at: Some(now + Duration::from_secs(args.timeout_secs)),
         frames_sent: 0,
         max_send_lateness: Duration::ZERO,
@@ -533,6 +551,7 @@ impl CallDriver {
         self.send_due(now);
         if self.hang_up_at.is_some_and(|at| at <= now) {
             self.hang_up_at = None;
+            self.hung_up = true;
             self.ua.bye(now).map_err(ClientError::from)?;
         }
         Ok(())
@@ -613,7 +632,7 @@ impl CallDriver {
                 ClientOutput::Event(ClientEvent::Audio { seq, payload, .. }) => {
                     self.recorder.push(Instant::now(), seq, &payload)?;
                 }
-                ClientOutput::Event(ClientEvent::Disconnected) => {
+                ClientOutput::Event(ClientEvent::Disconnected) if !self.hung_up => {
                     self.failure = Some("media disconnected".to_owned());
                 }
                 ClientOutput::Event(_) => {}

@@ -30,6 +30,9 @@ SEGMENT_PAD_SECS = 0.5
 # How far the recording may be shifted against the reference: the round trip and what the gateway
 # dropped before the echo answered.
 MAX_LAG_SECS = 3.0
+# A change of delay inside a voice this large is a jitter buffer stretching or skipping (a frame is 20 ms;
+# smaller changes are the alignment's own wobble).
+STRETCH_MS = 10.0
 # How far each voice may move from the recording-wide shift (a jitter buffer adapting between voices).
 SEGMENT_SLACK_SECS = 0.2
 
@@ -134,7 +137,9 @@ def score(args):
             "lag_ms": own_lag * 1000 / rate,
             "lag_change_ms": (halves[1] - halves[0]) * 1000 / rate,
         })
-    print(json.dumps({"pesq": round(float(np.mean([r["pesq"] for r in results])), 3), "segments": results}))
+    disturbed = any(abs(r["lag_change_ms"]) >= STRETCH_MS for r in results)
+    mean = round(float(np.mean([r["pesq"] for r in results])), 3)
+    print(json.dumps({"pesq": mean, "disturbed": disturbed, "segments": results}))
 
 
 def table(args):
@@ -145,41 +150,50 @@ def table(args):
     def voices(score):
         return " / ".join(f"{s['pesq']:.2f}" for s in score["segments"])
 
-    print("| reference line | PESQ (male / female) | mean |")
+    names = " / ".join(s["name"] for s in rows[0]["score"]["segments"])
+    print(f"| reference line | PESQ ({names}) | mean |")
     print("|---|---|---|")
     for row in rows:
         if row["kind"] == "reference":
             print(f"| {row['name']} | {voices(row['score'])} | {row['score']['pesq']:.2f} |")
     print()
-    print("| K | live PESQ, median | live runs (male / female) | codecs alone PESQ | encode µs | decode + encode µs"
-          " | codec % of a core | gateway µs/frame |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| K | live PESQ, median | undisturbed calls | disturbed calls | codecs alone | codecs alone, no FEC bits"
+          " | encode µs | decode + encode µs | codec % of a core | gateway µs/frame |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for chain in (row for row in rows if row["kind"] == "chain"):
         k = chain["k"]
         live = [row for row in rows if row["kind"] == "live" and row["k"] == k]
-        scores = [row["score"]["pesq"] for row in live if "score" in row]
-        runs = ", ".join(run_cell(row) for row in live)
-        median = f"{np.median(scores):.2f}" if scores else "-"
+        clean = [row["score"]["pesq"] for row in live if "score" in row and not row["score"]["disturbed"]]
+        disturbed = [run_cell(row) for row in live if "score" not in row or row["score"]["disturbed"]]
+        median = f"{np.median(clean):.2f}" if clean else "-"
         timing = chain["timing"]
         codec_us = timing["gateway_decode_us"] + timing["gateway_encode_us"]
         metrics = next((row for row in rows if row["kind"] == "metrics" and row["k"] == k), None)
         frame_us = (f"{metrics['transcode_sum'] / metrics['transcode_count'] * 1e6:.0f}"
                     if metrics and metrics["transcode_count"] else "-")
-        print(f"| {k} | {median} | {runs} | {chain['score']['pesq']:.2f} | {timing['gateway_encode_us']:.0f}"
-              f" | {codec_us:.0f} | {codec_us * 50 / 1e4:.2f} | {frame_us} |")
+        print(f"| {k} | {median} | {', '.join(f'{p:.3f}' for p in clean) or '-'} | {', '.join(disturbed) or '-'}"
+              f" | {chain['score']['pesq']:.3f} | {chain['no_loss_score']['pesq']:.3f}"
+              f" | {timing['gateway_encode_us']:.0f} | {codec_us:.0f} | {codec_us * 50 / 1e4:.2f} | {frame_us} |")
     print()
-    print("† the delay changed in the middle of a voice (a jitter buffer stretched or skipped audio); the"
-          " worst lateness of the sender's 20 ms clock in that call is in brackets.")
+    print("Per voice (" + names + "):")
+    print()
+    print("| K | codecs alone | live calls (disturbed ones marked †) |")
+    print("|---|---|---|")
+    for chain in (row for row in rows if row["kind"] == "chain"):
+        live = [row for row in rows if row["kind"] == "live" and row["k"] == chain["k"] and "score" in row]
+        calls = "; ".join(voices(r["score"]) + (" †" if r["score"]["disturbed"] else "") for r in live)
+        print(f"| {chain['k']} | {voices(chain['score'])} | {calls} |")
+    print()
+    print("A disturbed call is one in which the delay changed by 10 ms or more in the middle of a voice: a jitter"
+          " buffer stretched or skipped audio. The worst lateness of the sender's 20 ms clock in that call is in"
+          " brackets.")
 
 
 def run_cell(row):
-    """One call's scores, marked when its timing was disturbed."""
+    """A disturbed or failed call, for the table."""
     if "score" not in row:
         return "failed"
-    text = " / ".join(f"{s['pesq']:.2f}" for s in row["score"]["segments"])
-    if any(s["lag_change_ms"] for s in row["score"]["segments"]):
-        text += f" † ({row['call']['max_send_lateness_ms']:.0f} ms)"
-    return text
+    return f"{row['score']['pesq']:.3f} ({row['call']['max_send_lateness_ms']:.0f} ms)"
 
 
 def main():
