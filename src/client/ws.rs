@@ -14,10 +14,13 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::Message;
+use tokio_tungstenite::tungstenite::protocol::{Message, WebSocketConfig};
 
 use super::ClientError;
 use crate::sip::Transport;
+
+/// The WebSocket read buffer: room for a typical SIP message.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
 
 /// How to open the connection.
 #[derive(Debug, Clone, Default)]
@@ -99,7 +102,11 @@ impl SipWebSocket {
         } else {
             Box::new(tcp)
         };
-        let (socket, _response) = tokio_tungstenite::client_async(request, stream)
+        // tungstenite zero-fills its whole read buffer (128 KiB by default) before every read attempt,
+        // which a load generator polling hundreds of connections pays dearly for; SIP messages are a
+        // few KiB, and a larger frame still grows the buffer as it arrives.
+        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
+        let (socket, _response) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
             .await
             .map_err(|error| ClientError::Connect(format!("{url}: {error}")))?;
         Ok(SipWebSocket {

@@ -55,7 +55,7 @@ use crate::client::{Call, CallEvent, CallOptions, ClientError, OfferKind, SendCo
 use crate::media::opus_codec::OpusCodecError;
 use crate::sip::Credentials;
 
-use procfs::{MachineSample, ProcError, Process, ProcessSample};
+use procfs::{MachineSample, ProcError, Process, ProcessSample, UdpDrops};
 use scrape::{LegTable, ScrapeError};
 use summary::{CallCounts, Distribution, LoadReport, MachineLoad, MediaFigures, ProcessCost, RunDescription};
 
@@ -509,6 +509,7 @@ struct Readings {
     others: ProcessSample,
     myself: ProcessSample,
     machine: MachineSample,
+    udp: UdpDrops,
 }
 
 impl Probes {
@@ -526,6 +527,7 @@ impl Probes {
             others: sum(&self.others)?,
             myself: ProcessSample::read(Process::Myself)?,
             machine: MachineSample::read()?,
+            udp: UdpDrops::read(),
         })
     }
 }
@@ -664,6 +666,10 @@ fn build_report(
     } else {
         0.0
     };
+    if media.frames_sent > 0 {
+        media.short_percent =
+            100.0 * (media.frames_sent as f64 - media.packets_received as f64) / media.frames_sent as f64;
+    }
     let seconds = window.end.at.duration_since(window.start.at).as_secs_f64();
     media.window_secs = seconds;
     media.jitter_ms = Distribution::of(&jitters);
@@ -718,6 +724,7 @@ fn build_report(
         measured_busy_percent: measured / cores as f64,
         cores,
         load_average: procfs::load_average(),
+        udp_drops: window.end.udp.since(&window.start.udp),
     };
     LoadReport {
         run: RunDescription {

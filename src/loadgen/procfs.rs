@@ -109,6 +109,51 @@ impl MachineSample {
     }
 }
 
+/// UDP error counters of this network namespace (`/proc/net/snmp`): datagrams dropped because a
+/// socket's receive or send buffer was full. On loopback these are the only way a datagram is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct UdpDrops {
+    /// `RcvbufErrors`: dropped on arrival, the receiving socket's buffer was full (a reader too slow).
+    pub receive_buffer_errors: u64,
+    /// `SndbufErrors`: refused on sending, the sending socket's buffer was full.
+    pub send_buffer_errors: u64,
+}
+
+impl UdpDrops {
+    /// Reads `/proc/net/snmp`; zeros when it is unreadable (the figures are a diagnosis, not a result).
+    pub fn read() -> Self {
+        std::fs::read_to_string("/proc/net/snmp")
+            .ok()
+            .and_then(|text| parse_udp_drops(&text))
+            .unwrap_or_default()
+    }
+
+    /// Drops counted since `earlier`.
+    pub fn since(&self, earlier: &UdpDrops) -> UdpDrops {
+        UdpDrops {
+            receive_buffer_errors: self
+                .receive_buffer_errors
+                .saturating_sub(earlier.receive_buffer_errors),
+            send_buffer_errors: self.send_buffer_errors.saturating_sub(earlier.send_buffer_errors),
+        }
+    }
+}
+
+/// The `Udp:` header and value lines of `/proc/net/snmp`, matched by column name.
+fn parse_udp_drops(snmp: &str) -> Option<UdpDrops> {
+    let mut udp = snmp.lines().filter(|line| line.starts_with("Udp:"));
+    let names: Vec<&str> = udp.next()?.split_whitespace().collect();
+    let values: Vec<&str> = udp.next()?.split_whitespace().collect();
+    let column = |name: &str| -> Option<u64> {
+        let index = names.iter().position(|n| *n == name)?;
+        values.get(index)?.parse().ok()
+    };
+    Some(UdpDrops {
+        receive_buffer_errors: column("RcvbufErrors")?,
+        send_buffer_errors: column("SndbufErrors")?,
+    })
+}
+
 /// The 1-minute load average, when `/proc/loadavg` is readable.
 pub fn load_average() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg")
@@ -192,6 +237,24 @@ mod tests {
         assert!((later.busy_since(&earlier) - 0.5).abs() < 1e-9);
         assert_eq!(earlier.busy_since(&earlier), 0.0);
         assert_eq!(parse_machine("intr 1 2 3\n"), None);
+    }
+
+    #[test]
+    fn udp_drops_by_column_name() {
+        let snmp = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
+            Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors\n\
+            Udp: 376313 747 4967 383291 4960 7 0\n\
+            UdpLite: InDatagrams NoPorts\nUdpLite: 0 0\n";
+        let drops = parse_udp_drops(snmp).unwrap();
+        assert_eq!(
+            drops,
+            UdpDrops {
+                receive_buffer_errors: 4960,
+                send_buffer_errors: 7
+            }
+        );
+        assert_eq!(drops.since(&drops), UdpDrops::default());
+        assert_eq!(parse_udp_drops("Ip: Forwarding\nIp: 1\n"), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::procfs::UdpDrops;
 use super::scrape::LegTable;
 
 /// A distribution of values (milliseconds unless said otherwise), by nearest rank.
@@ -112,6 +113,10 @@ pub struct MediaFigures {
     pub packets_lost: i64,
     /// Lost over expected, in percent.
     pub loss_percent: f64,
+    /// Frames sent that did not come back, lost or never sent by the gateway (which keeps its own
+    /// sequence numbers, so what it did not send is no gap), in percent; a few packets per call may be
+    /// in flight at either edge of the window.
+    pub short_percent: f64,
     /// RFC 3550 interarrival jitter per call at the end of the window.
     pub jitter_ms: Distribution,
     /// Round trips through the echo, from the analysed calls.
@@ -155,6 +160,8 @@ pub struct MachineLoad {
     pub cores: usize,
     /// 1-minute load average at the end of the window.
     pub load_average: Option<f64>,
+    /// UDP datagrams dropped in this network namespace in the window because a socket buffer was full.
+    pub udp_drops: UdpDrops,
 }
 
 /// Everything a run measured.
@@ -181,7 +188,7 @@ pub struct LoadReport {
 }
 
 /// Column headings of [`LoadReport::row`].
-pub const ROW_HEADER: &str = "calls offer    fail  setup p50  setup p99   dtls p99   loss %  gw loss %  jitter p99  rtt p50  gw %core/call  gw KB/call  gw %core  other %core  gen %core  ours %  busy %";
+pub const ROW_HEADER: &str = "calls offer    fail  setup p50  setup p99   dtls p99   loss %  gw loss %  short %  udp drops  jitter p99  rtt p50  gw %core/call  gw KB/call  gw %core  other %core  gen %core  ours %  busy %";
 
 impl LoadReport {
     /// The largest loss seen: by the browsers, or by the gateway on any leg (`--metrics`), in percent.
@@ -204,7 +211,7 @@ impl LoadReport {
                 .map_or("-".to_owned(), |cost| format!("{:.*}", decimals, pick(cost)))
         };
         format!(
-            "{:>5} {:<6} {:>6} {:>10.2} {:>10.2} {:>10.2} {:>8.3} {:>10} {:>11.2} {:>8.1} {:>14} {:>11} {:>9} {:>11} {:>10.1} {:>6.0} {:>7.0}",
+            "{:>5} {:<6} {:>6} {:>10.2} {:>10.2} {:>10.2} {:>8.3} {:>10} {:>8.2} {:>10} {:>11.2} {:>8.1} {:>14} {:>11} {:>9} {:>11} {:>10.1} {:>6.0} {:>7.0}",
             self.run.calls,
             self.run.offer,
             self.calls.failed + self.calls.dropped,
@@ -213,6 +220,8 @@ impl LoadReport {
             self.connect_ms.p99,
             self.media.loss_percent,
             gateway_loss,
+            self.media.short_percent,
+            self.load.udp_drops.receive_buffer_errors + self.load.udp_drops.send_buffer_errors,
             self.media.jitter_ms.p99,
             self.media.round_trip_ms.p50,
             cost(&self.gateway, |c| c.cpu_percent_per_call, 3),
@@ -268,8 +277,18 @@ impl LoadReport {
         }
         let _ = writeln!(
             out,
-            "\nmedia: {} frames sent, {} packets back, {} lost ({:.3} % loss)",
-            media.frames_sent, media.packets_received, media.packets_lost, media.loss_percent
+            "\nmedia: {} frames sent, {} packets back ({:.2} % short), {} lost ({:.3} % loss)",
+            media.frames_sent,
+            media.packets_received,
+            media.short_percent,
+            media.packets_lost,
+            media.loss_percent
+        );
+        let drops = &self.load.udp_drops;
+        let _ = writeln!(
+            out,
+            "udp drops (full socket buffers, this network namespace): {} on receive, {} on send",
+            drops.receive_buffer_errors, drops.send_buffer_errors
         );
         if let Some(legs) = &self.gateway_legs {
             for (leg, counters) in legs {

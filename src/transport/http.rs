@@ -27,6 +27,9 @@ use tokio_tungstenite::tungstenite::protocol::{Message, Role, WebSocketConfig};
 
 use super::{ConnectionId, WsConnectionInfo, WsEvent};
 
+/// Read buffer of each WebSocket connection: room for a typical SIP message.
+const WS_READ_BUFFER_BYTES: usize = 8 * 1024;
+
 /// The subprotocol RFC 7118 registers for SIP over WebSocket.
 const SIP_SUBPROTOCOL: &str = "sip";
 
@@ -244,7 +247,11 @@ fn upgrade_websocket(
     tokio::spawn(async move {
         match upgrade.await {
             Ok(upgraded) => {
+                // tungstenite zero-fills its whole read buffer before every read, so the default 128 KiB
+                // made each connection ~130 KB of resident memory; SIP messages are a few KiB and a
+                // larger frame grows the buffer as it arrives (docs/performance.md).
                 let config = WebSocketConfig::default()
+                    .read_buffer_size(WS_READ_BUFFER_BYTES)
                     .max_message_size(Some(context.max_message_bytes))
                     .max_frame_size(Some(context.max_message_bytes));
                 let socket =

@@ -32,6 +32,7 @@ Options:
   --no-build         use the binaries already built
   --json-out FILE    append each row's JSON line to FILE
   --keep             keep the temporary directory (configs, logs)
+  --no-capture       do not capture SIP with tshark to measure the setup time the gateway adds
   --perf             profile the gateway with perf during each row's steady window and print the top
                      symbols (adds a little CPU; keep it off for the figures you publish)
 EOF
@@ -51,6 +52,7 @@ BUILD=1
 JSON_OUT=""
 KEEP=0
 PERF=0
+CAPTURE=1
 ARGS=("$@")
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -68,6 +70,7 @@ while [ $# -gt 0 ]; do
     --json-out) JSON_OUT="$(realpath -m "$2")"; shift 2 ;;
     --keep) KEEP=1; shift ;;
     --perf) PERF=1; shift ;;
+    --no-capture) CAPTURE=0; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -88,7 +91,7 @@ if [ -z "${CALLGATE_LOAD_NETNS:-}" ]; then
     exit 2
   fi
   need_apt=()
-  for pair in sipp:sip-tester curl:curl cmake:cmake; do
+  for pair in sipp:sip-tester curl:curl cmake:cmake tshark:tshark; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
   done
   if [ ${#need_apt[@]} -gt 0 ]; then
@@ -198,11 +201,43 @@ end_row() {
   stop_pid "$SIPP_PID"; SIPP_PID=""
 }
 
+# The setup time the gateway itself adds, from a capture of SIP on both sides: WebSocket INVITE in →
+# UDP INVITE out, plus UDP 200 in → WebSocket 200 out. The two legs have different Call-IDs, so the n-th
+# browser INVITE is paired with the n-th INVITE to the PBX: right at the rates used here, where a call
+# is forwarded long before the next one arrives. Prints "n p50 p99 max" in ms.
+setup_added() { # PCAP
+  tshark -r "$1" -Y 'sip.CSeq.method == "INVITE"' -T fields -e frame.time_epoch -e tcp.srcport \
+    -e tcp.dstport -e udp.srcport -e sip.Method -e sip.Status-Code -e sip.Call-ID 2>/dev/null \
+  | awk -F'\t' '
+      $5 == "INVITE" && $3 == 8080 { if (!($7 in wi)) { wi[$7] = $1; wo[++nw] = $7 }; next }
+      $5 == "INVITE" && $4 == 5070 { if (!($7 in ui)) { ui[$7] = $1; uo[++nu] = $7 }; next }
+      $6 == "200" && $2 == 8080 { if (!($7 in w2)) w2[$7] = $1; next }
+      $6 == "200" && $4 == 5060 { if (!($7 in u2)) u2[$7] = $1; next }
+      END {
+        for (i = 1; i <= nw && i <= nu; i++) {
+          w = wo[i]; u = uo[i]
+          if ((w in w2) && (u in u2)) printf "%.3f\n", ((ui[u] - wi[w]) + (w2[w] - u2[u])) * 1000
+        }
+      }' \
+  | sort -n \
+  | awk '{ v[NR] = $1 } END {
+      if (NR == 0) { print "0 - - -"; exit }
+      p50 = int(NR * 0.50); if (p50 < NR * 0.50) p50++
+      p99 = int(NR * 0.99); if (p99 < NR * 0.99) p99++
+      printf "%d %.2f %.2f %.2f\n", NR, v[p50], v[p99], v[NR] }'
+}
+
 # Runs one row; returns callgate-load's status (0 clean, 2 failures, 3 loss) and leaves in BUSY the share
 # of the machine the gateway, SIPp and callgate-load used together.
 BUSY=0
 run_row() { # CALLS MODE OFFER
   local calls="$1" mode="$2" offer="$3" name="$1-$2" status=0
+  local capture_pid=""
+  if [ "$CAPTURE" = 1 ]; then
+    tshark -i lo -f "tcp port 8080 or udp port $PBX_PORT" -w "$WORK/sip-$name.pcapng" -q >/dev/null 2>&1 &
+    capture_pid=$!
+    sleep 1
+  fi
   start_row "$mode" "$name"
   local perf_pid=""
   if [ "$PERF" = 1 ]; then
@@ -225,6 +260,10 @@ run_row() { # CALLS MODE OFFER
       | grep -E '^ +[0-9]' | head -25 >"$WORK/perf-$name.txt" || true
   fi
   end_row
+  if [ -n "$capture_pid" ]; then
+    kill -INT "$capture_pid" 2>/dev/null || true
+    wait "$capture_pid" 2>/dev/null || true
+  fi
   if [ ! -s "$WORK/load-$name.out" ]; then
     echo "run.sh: callgate-load produced nothing for $name:" >&2
     cat "$WORK/load-$name.err" >&2
@@ -237,6 +276,12 @@ run_row() { # CALLS MODE OFFER
   BUSY="$(echo "$json" | sed -n 's/.*"measured_busy_percent":\([0-9.]*\).*/\1/p')"
   if [ "$status" != 0 ]; then
     sed 's/^/    /' "$WORK/load-$name.err" | grep -v '^\s*$' | tail -5
+  fi
+  if [ -s "$WORK/sip-$name.pcapng" ]; then
+    local n p50 p99 max
+    read -r n p50 p99 max < <(setup_added "$WORK/sip-$name.pcapng")
+    echo "    setup added by the gateway (SIP capture, ms): p50 $p50, p99 $p99, max $max over $n calls"
+    [ -z "$JSON_OUT" ] || echo "{\"calls\":$calls,\"offer\":\"$offer\",\"gateway_setup_added_ms\":{\"count\":$n,\"p50\":$p50,\"p99\":$p99,\"max\":$max}}" >>"$JSON_OUT"
   fi
   if [ -s "$WORK/perf-$name.txt" ]; then
     echo "    gateway profile, steady window (perf, self time):"
