@@ -17,10 +17,14 @@ max_calls=${QUALITY_MAX_CALLS:-4}
 
 # --- tools -------------------------------------------------------------------------------------------
 need_apt=()
-for pair in espeak-ng:espeak-ng sox:sox sipp:sip-tester curl:curl cmake:cmake; do
+# cc and cmake build libopus, node and npm the widget (build.rs); pesq compiles against Python's headers.
+for pair in espeak-ng:espeak-ng sox:sox sipp:sip-tester curl:curl cc:build-essential cmake:cmake \
+  node:nodejs npm:npm python3:python3; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
-python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv python3-dev)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+python3 -c 'import os, sysconfig; assert os.path.exists(sysconfig.get_paths()["include"] + "/Python.h")' \
+  2>/dev/null || need_apt+=(python3-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "quality: installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
