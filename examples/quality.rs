@@ -17,6 +17,8 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use opus::{Application, Bitrate, Channels};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tokio::net::UdpSocket;
 
 use callgate::client::{CallUa, ClientError, Phase, SipWebSocket, UaConfig, UaEvent, UaOutput, WsOptions};
@@ -43,6 +45,8 @@ const BROWSER_BITRATE: i32 = 32_000;
 const FRAME: Duration = Duration::from_millis(20);
 /// Concealed frames at most for one gap in the sequence numbers.
 const MAX_CONCEALED_RUN: u64 = 50;
+/// Seed of the loss pattern of `chain --loss`.
+const LOSS_SEED: u64 = 862;
 /// Timing passes over the input in `chain` (see [`mean_us`]).
 const TIMING_PASSES: usize = 5;
 
@@ -146,6 +150,11 @@ struct ChainArgs {
     /// spends bits in proportion); the gateway's fixed value when absent.
     #[arg(long)]
     expected_loss: Option<u8>,
+    /// Packets of the gateway's Opus stream lost on the way to the browser, in % (random, the same
+    /// pattern every run); the browser recovers a lost packet from the next one's FEC when that
+    /// arrived, else conceals it.
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
 }
 
 /// One codec pass of `chain`.
@@ -253,7 +262,7 @@ fn chain(args: &ChainArgs) -> Result<serde_json::Value, QualityError> {
                 }
                 let (packets, encode_us) = timed_encode(&signal, &config)?;
                 timings.insert("gateway_encode_us".to_owned(), encode_us.into());
-                decode_all(&packets)?
+                decode_with_loss(&packets, args.loss)?
             }
         };
         rate = NARROWBAND_RATE;
@@ -334,12 +343,21 @@ fn mean_us(times: &[Duration]) -> f64 {
     total.as_secs_f64() * 1e6 / times.len().max(1) as f64
 }
 
-fn decode_all(packets: &[Vec<u8>]) -> Result<Vec<i16>, QualityError> {
+/// Decodes `packets` to 8 kHz as a browser would when `loss_percent` of them never arrive: a lost
+/// packet is rebuilt from the next packet's FEC when that one arrived, else concealed.
+fn decode_with_loss(packets: &[Vec<u8>], loss_percent: f64) -> Result<Vec<i16>, QualityError> {
+    let mut pattern = StdRng::seed_from_u64(LOSS_SEED);
+    let probability = (loss_percent / 100.0).clamp(0.0, 1.0);
+    let lost: Vec<bool> = packets.iter().map(|_| pattern.random_bool(probability)).collect();
     let mut decoder = OpusDecoder8k::new()?;
     let mut out = [0_i16; MAX_PACKET_SAMPLES];
     let mut decoded = Vec::with_capacity(packets.len() * FRAME_SAMPLES);
-    for packet in packets {
-        let count = decoder.decode(packet, &mut out)?;
+    for (index, packet) in packets.iter().enumerate() {
+        let count = match (lost[index], lost.get(index + 1)) {
+            (false, _) => decoder.decode(packet, &mut out)?,
+            (true, Some(false)) => decoder.decode_fec(&packets[index + 1], &mut out[..FRAME_SAMPLES])?,
+            (true, _) => decoder.conceal(&mut out[..FRAME_SAMPLES])?,
+        };
         decoded.extend_from_slice(&out[..count]);
     }
     Ok(decoded)

@@ -122,7 +122,8 @@ pub struct MediaConfig {
     pub rtp_port_max: u16,
     /// When to decode and re-encode audio.
     pub transcode: TranscodeMode,
-    /// Opus encoder complexity, 0..=10 (higher costs more CPU for better quality).
+    /// Opus encoder complexity toward the browser, 0..=10 (higher costs more CPU for slightly better
+    /// quality; docs/quality.md has the measurements the default comes from).
     pub opus_complexity: u8,
     /// Opus encoder bitrate in bit/s, 6000..=510000.
     pub opus_bitrate: u32,
@@ -627,7 +628,8 @@ impl Default for MediaConfig {
             rtp_port_min: 20000,
             rtp_port_max: 29999,
             transcode: TranscodeMode::Always,
-            opus_complexity: 5,
+            // The speech-quality benchmark: half the codec CPU of 5 for 0.04 less PESQ (docs/quality.md).
+            opus_complexity: 1,
             opus_bitrate: 32000,
             opus_fec: true,
             rtp_timeout: Duration::from_secs(30),

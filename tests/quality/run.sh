@@ -17,10 +17,14 @@ max_calls=${QUALITY_MAX_CALLS:-4}
 
 # --- tools -------------------------------------------------------------------------------------------
 need_apt=()
-for pair in espeak-ng:espeak-ng sox:sox sipp:sip-tester curl:curl cmake:cmake; do
+# cc and cmake build libopus, node and npm the widget (build.rs); pesq compiles against Python's headers.
+for pair in espeak-ng:espeak-ng sox:sox sipp:sip-tester curl:curl cc:build-essential cmake:cmake \
+  node:nodejs npm:npm python3:python3; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
-python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv python3-dev)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+python3 -c 'import os, sysconfig; assert os.path.exists(sysconfig.get_paths()["include"] + "/Python.h")' \
+  2>/dev/null || need_apt+=(python3-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "quality: installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -49,8 +53,12 @@ rm -rf "$work" && mkdir -p "$work" && cd "$work"
 results="$work/results.jsonl"
 : >"$results"
 
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+# Only the processes this script started, and only while they run (a reaped pid may be reused).
+sipp_pid=""
+gateway=""
+cleanup() {
+  for pid in $gateway $sipp_pid; do kill "$pid" 2>/dev/null || true; done
+}
 trap cleanup EXIT
 
 # --- speech ------------------------------------------------------------------------------------------
@@ -94,8 +102,11 @@ for k in $complexities; do
   # The same with the encoder told to expect no loss, so that FEC spends nothing: what FEC costs here.
   "$quality" chain --input microphone48.wav --output chain_k${k}_noloss.wav \
     --stages browser-opus,ulaw,gateway-opus --complexity "$k" --expected-loss 0 >/dev/null
+  # And with 5 % of the gateway's packets lost on the way to the browser, recovered by FEC or concealed.
+  "$quality" chain --input microphone48.wav --output chain_k${k}_loss5.wav \
+    --stages browser-opus,ulaw,gateway-opus --complexity "$k" --loss 5 >/dev/null
   echo "{\"kind\":\"chain\",\"k\":$k,\"score\":$(score chain_k$k.wav),\"timing\":$timing,\
-\"no_loss_score\":$(score chain_k${k}_noloss.wav)}" >>"$results"
+\"no_loss_score\":$(score chain_k${k}_noloss.wav),\"loss5_score\":$(score chain_k${k}_loss5.wav)}" >>"$results"
 done
 
 # --- the live path -----------------------------------------------------------------------------------
@@ -132,7 +143,7 @@ sipp_port=$(free_ports 1)
 sipp_media=$(free_ports 4)
 "${rt[@]}" sipp -sf "$repo/tests/sipp/answer.xml" -i 127.0.0.1 -mi 127.0.0.1 -p "$sipp_port" -mp "$sipp_media" \
   -t u1 -m 1000 -rtp_echo -nostdin -trace_err >sipp.screen 2>sipp.log &
-pids+=($!)
+sipp_pid=$!
 
 database="sqlite://$work/callgate.db"
 "$callgate" --database "$database" trunk add echo --host 127.0.0.1 --port "$sipp_port" --transport udp >/dev/null
@@ -141,12 +152,14 @@ database="sqlite://$work/callgate.db"
 widget=$("$callgate" --database "$database" widget show quality --json |
   "$py" -c 'import json, sys; print(json.load(sys.stdin)["public_id"])')
 
-for k in $complexities; do
+# Starts `callgate serve` at complexity $1 on fresh ports; sets $gateway (its pid) and $http (its port).
+start_gateway() {
   http=$(free_ports 1)
+  local sip webrtc rtp
   sip=$(free_ports 1)
   webrtc=$(free_ports 1)
   rtp=$(free_ports 40)
-  cat >"callgate_k$k.toml" <<EOF
+  cat >"callgate_k$1.toml" <<EOF
 [http]
 listen = "127.0.0.1:$http"
 [https]
@@ -162,7 +175,7 @@ webrtc_port = $webrtc
 workers = 1
 rtp_port_min = $rtp
 rtp_port_max = $((rtp + 39))
-opus_complexity = $k
+opus_complexity = $1
 [database]
 url = "$database"
 [log]
@@ -170,13 +183,19 @@ level = "warn"
 [demo]
 enabled = false
 EOF
-  "${rt[@]}" "$callgate" serve --config "callgate_k$k.toml" 2>"callgate_k$k.log" &
+  "${rt[@]}" "$callgate" serve --config "callgate_k$1.toml" 2>>"callgate_k$1.log" &
   gateway=$!
-  pids+=("$gateway")
   for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$http/readyz" >/dev/null && break
+    curl -sf "http://127.0.0.1:$http/readyz" >/dev/null && return
     sleep 0.1
   done
+  echo "quality: callgate did not become ready; its log:" >&2
+  cat "callgate_k$1.log" >&2
+  exit 1
+}
+
+for k in $complexities; do
+  start_gateway "$k"
   # Calls until $runs of them were undisturbed (see audio.py: the delay did not change in the middle of a
   # voice), at most $max_calls; disturbed calls are kept in the results and shown apart.
   clean=0
@@ -193,13 +212,20 @@ EOF
       echo "quality: the call failed: $(cat "call_k${k}_r$run.err")" >&2
       echo "{\"kind\":\"live\",\"k\":$k,\"run\":$run,\"error\":$("$py" -c 'import json, sys; print(json.dumps(sys.stdin.read()))' <"call_k${k}_r$run.err")}" >>"$results"
     fi
+    if ! kill -0 "$gateway" 2>/dev/null; then
+      # Something else on the machine stopped it (a name-based kill); its metrics are lost with it.
+      echo "quality: callgate exited during the call; starting it again" >&2
+      wait "$gateway" 2>/dev/null || true
+      start_gateway "$k"
+    fi
   done
   metrics=$(curl -sf "http://127.0.0.1:$http/metrics" || true)
   sum=$(awk '$1 == "callgate_transcode_frame_seconds_sum" {print $2}' <<<"$metrics")
   count=$(awk '$1 == "callgate_transcode_frame_seconds_count" {print $2}' <<<"$metrics")
   echo "{\"kind\":\"metrics\",\"k\":$k,\"transcode_sum\":${sum:-0},\"transcode_count\":${count:-0}}" >>"$results"
-  kill -TERM "$gateway"
+  kill -TERM "$gateway" 2>/dev/null || true
   wait "$gateway" 2>/dev/null || true
+  gateway=""
 done
 
 $audio table --results "$results"
