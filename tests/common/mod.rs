@@ -1,5 +1,7 @@
 //! Helpers shared by the integration tests: throwaway databases and the real `callgate` binary.
 
+#[allow(dead_code, reason = "only the interop tests run baresip")]
+pub(crate) mod baresip;
 pub(crate) mod databases;
 #[allow(dead_code, reason = "only the call tests start a gateway")]
 pub(crate) mod gateway;
