@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The end-to-end test: headless Chromium (fake microphone playing a 440 Hz tone) calls through the real
-# `callgate serve` to SIPp and to the built-in echo endpoint (widget/tests/e2e.mjs). Installs what is
+# `callgate serve` to SIPp and to the built-in echo endpoint (widget/tests/e2e.mjs), and a page with its own
+# SIP.js softphone calls a widget the same way (widget/tests/e2e-sipjs.mjs). Installs what is
 # missing (chromium, sox, sipp, nodejs, npm from Debian; the npm packages from widget/package-lock.json),
 # builds the binary, and runs everything inside a loopback-only network namespace. Screenshots of each
 # widget state and the gateway's log go to tests/artifacts/e2e/. Exits non-zero when a case fails.
@@ -35,7 +36,7 @@ rm -f "$artifacts"/*.png "$artifacts"/callgate.log
 
 export CALLGATE_BIN TONE_WAV="$work/tone.wav" ARTIFACTS="$artifacts"
 tests=(node --test --test-concurrency=1 --test-timeout=120000 "$widget_dir/tests/e2e-checks.test.mjs"
-  "$widget_dir/tests/e2e.mjs")
+  "$widget_dir/tests/e2e.mjs" "$widget_dir/tests/e2e-sipjs.mjs")
 cd "$widget_dir"
 # Loopback only, so that nothing can leave the machine and ICE pairs are 127.0.0.1 with 127.0.0.1. A PID
 # namespace of its own too: when the run ends or the timeout strikes, the kernel kills every process left in

@@ -10,13 +10,14 @@ const MIN_PROMINENCE_DB = 30;
 const MIN_PEAK_DB = -80;
 
 /**
- * Measures the average power spectrum of `window.callgateWidget.remoteStream` for `durationMs`: an
- * AnalyserNode with a 32768-point FFT (1.46 Hz bins at 48 kHz), read every 100 ms once its window is full.
- * Returns `{ sampleRate, fftSize, frames, spectrumDb }`, or null when the widget has no remote stream.
+ * Measures the average power spectrum of `window[owner].remoteStream` (the widget's by default) for
+ * `durationMs`: an AnalyserNode with a 32768-point FFT (1.46 Hz bins at 48 kHz), read every 100 ms once its
+ * window is full. Returns `{ sampleRate, fftSize, frames, spectrumDb }`, or null when there is no remote
+ * stream.
  */
-export function measureRemoteSpectrum(page, durationMs = 1500) {
-  return page.evaluate(async (duration) => {
-    const stream = window.callgateWidget.remoteStream;
+export function measureRemoteSpectrum(page, durationMs = 1500, owner = 'callgateWidget') {
+  return page.evaluate(async ([duration, holder]) => {
+    const stream = window[holder].remoteStream;
     if (!stream) return null;
     const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
     const context = new AudioContext();
@@ -44,7 +45,7 @@ export function measureRemoteSpectrum(page, durationMs = 1500) {
     };
     await context.close();
     return result;
-  }, durationMs);
+  }, [durationMs, owner]);
 }
 
 /**
