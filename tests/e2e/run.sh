@@ -35,7 +35,7 @@ rm -f "$artifacts"/*.png "$artifacts"/callgate.log
 
 export CALLGATE_BIN TONE_WAV="$work/tone.wav" ARTIFACTS="$artifacts"
 tests=(node --test --test-concurrency=1 --test-timeout=120000 "$widget_dir/tests/e2e-checks.test.mjs"
-  "$widget_dir/tests/e2e.mjs")
+  "$widget_dir/tests/e2e.mjs" "$repo_dir/tests/e2e/browser_offers.mjs")
 cd "$widget_dir"
 # Loopback only, so that nothing can leave the machine and ICE pairs are 127.0.0.1 with 127.0.0.1. A PID
 # namespace of its own too: when the run ends or the timeout strikes, the kernel kills every process left in
