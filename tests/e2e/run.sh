@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The end-to-end test: headless Chromium (fake microphone playing a 440 Hz tone) calls through the real
-# `callgate serve` to SIPp and to the built-in echo endpoint (widget/tests/e2e.mjs). Installs what is
-# missing (chromium, sox, sipp, nodejs, npm from Debian; the npm packages from widget/package-lock.json),
-# builds the binary, and runs everything inside a loopback-only network namespace. Screenshots of each
+# `callgate serve` to SIPp and to the built-in echo endpoint (widget/tests/e2e.mjs), its JsSIP offer is
+# checked against the golden fixture (browser_offers.mjs), then headless Firefox calls the echo
+# (firefox.sh). Installs what is missing (chromium, sox, sipp, nodejs, npm from Debian; the npm packages
+# from widget/package-lock.json), builds the binary, and runs everything inside a loopback-only network
+# namespace. Screenshots of each
 # widget state and the gateway's log go to tests/artifacts/e2e/. Exits non-zero when a case fails.
 #
 #   tests/e2e/run.sh            (CALLGATE_BIN=/path/to/callgate skips the build)
@@ -47,4 +49,5 @@ else
   echo "e2e: cannot make a network namespace (needs root); running on the host's loopback" >&2
   timeout 240 "${tests[@]}"
 fi
+bash "$repo_dir/tests/e2e/firefox.sh"
 echo "e2e: all cases passed; screenshots and callgate.log in $artifacts"
