@@ -7,34 +7,25 @@
 //   CALLGATE_BIN=… TONE_WAV=… node --test tests/e2e/browser_offers.mjs
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Browsers, FAKE_MICROPHONE, openWidgetPage, waitForState } from '../../widget/tests/browser.mjs';
-import { Gateway, freePorts, waitUntil } from '../../widget/tests/gateway.mjs';
-import { RECORD_WEBSOCKET_FRAMES, assertOfferLike, fixture, inviteBody, offerShape } from './offers.mjs';
+import { waitUntil } from '../../widget/tests/gateway.mjs';
+import {
+  RECORD_WEBSOCKET_FRAMES, assertOfferLike, fixture, inviteBody, offerShape, startDemoGateway,
+} from './offers.mjs';
 
-const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const BINARY = process.env.CALLGATE_BIN || join(repo, 'target/debug/callgate');
 const TONE_WAV = process.env.TONE_WAV;
 assert.ok(TONE_WAV, 'TONE_WAV must name the fake microphone file');
 
-const work = mkdtempSync(join(tmpdir(), 'callgate-e2e-offers-'));
 const browsers = new Browsers();
 let gateway;
 
 before(async () => {
-  // No site widget is called here; the origin only satisfies `widget add`.
-  gateway = await Gateway.start({
-    binary: BINARY, directory: join(work, 'gateway'), pbxPort: await freePorts(1), origins: ['http://localhost:1'],
-  });
+  gateway = await startDemoGateway('offers');
 });
 
 after(async () => {
-  if (gateway) await gateway.stop();
+  if (gateway) await gateway.stopAndClean();
   browsers.removeProfiles();
-  rmSync(work, { recursive: true, force: true });
 });
 
 test('offer shapes differ when the offers do', () => {

@@ -13,14 +13,13 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Gateway, freePorts, waitUntil } from '../../widget/tests/gateway.mjs';
+import { waitUntil } from '../../widget/tests/gateway.mjs';
 import { spectrumPeak, toneMatches } from '../../widget/tests/tone.mjs';
-import { RECORD_WEBSOCKET_FRAMES, assertOfferLike, inviteBody } from './offers.mjs';
+import { RECORD_WEBSOCKET_FRAMES, assertOfferLike, inviteBody, startDemoGateway } from './offers.mjs';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 // The WebSocket client Playwright bundles; Node 20 has none of its own.
 const { ws: WebSocket } = createRequire(join(repo, 'widget/package.json'))('playwright-core/lib/utilsBundle');
-const BINARY = process.env.CALLGATE_BIN || join(repo, 'target/debug/callgate');
 const FIREFOX = process.env.FIREFOX || '/usr/bin/firefox-esr';
 /** FIREFOX_TRACE=1 prints the BiDi commands and replies. */
 const TRACE = Boolean(process.env.FIREFOX_TRACE);
@@ -201,20 +200,14 @@ const press = (firefox, selector) => firefox.evaluate(
 const waitForState = (firefox, state) => waitUntil(async () => (await widgetState(firefox)) === state,
   `the widget to be ${state}`, 15000);
 
-const work = mkdtempSync(join(tmpdir(), 'callgate-e2e-firefox-'));
 let gateway;
 
 before(async () => {
-  // No site widget is called here; the origin only satisfies `widget add`.
-  gateway = await Gateway.start({
-    binary: BINARY, directory: join(work, 'gateway'), pbxPort: await freePorts(1), origins: ['http://localhost:1'],
-  });
+  gateway = await startDemoGateway('firefox');
 });
 
 after(async () => {
-  if (gateway) await gateway.stop();
-  if (process.env.E2E_KEEP) console.log(`# kept ${work}`);
-  else rmSync(work, { recursive: true, force: true });
+  if (gateway) await gateway.stopAndClean();
 });
 
 test('Firefox calls the echo endpoint behind /demo and hears its microphone back', async () => {

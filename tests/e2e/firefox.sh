@@ -26,12 +26,7 @@ fi
 # Firefox keeps caches under HOME; a fresh one leaves nothing behind.
 export CALLGATE_BIN HOME="$work"
 
-test_cmd=(node --test --test-timeout=60000 "$repo_dir/tests/e2e/firefox.mjs")
-namespace=(unshare --net --pid --fork --kill-child --mount --mount-proc)
-if [ "$(id -u)" = 0 ] && "${namespace[@]}" true 2>/dev/null; then
-  timeout 120 "${namespace[@]}" -- bash -c 'ip link set lo up && exec "$@"' _ "${test_cmd[@]}"
-else
-  echo "e2e firefox: cannot make a network namespace (needs root); running on the host's loopback" >&2
-  timeout 120 "${test_cmd[@]}"
-fi
+# shellcheck source=tests/e2e/namespace.sh
+source "$repo_dir/tests/e2e/namespace.sh"
+in_loopback_namespace 120 "e2e firefox" node --test --test-timeout=60000 "$repo_dir/tests/e2e/firefox.mjs"
 echo "e2e firefox: the call passed"

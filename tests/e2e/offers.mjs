@@ -1,10 +1,32 @@
-// Reading the SDP offer a browser's JsSIP sends, and comparing it with a golden fixture of
-// tests/fixtures/sdp/browser: shared by browser_offers.mjs (Chromium) and firefox.mjs.
-import { readFileSync } from 'node:fs';
+// Shared by browser_offers.mjs (Chromium) and firefox.mjs: a gateway for calls to /demo, reading the SDP
+// offer a browser's JsSIP sends, and comparing it with a golden fixture of tests/fixtures/sdp/browser.
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Gateway, freePorts } from '../../widget/tests/gateway.mjs';
 
-const FIXTURES = resolve(dirname(fileURLToPath(import.meta.url)), '../fixtures/sdp/browser');
+const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const FIXTURES = join(repo, 'tests/fixtures/sdp/browser');
+
+/**
+ * `callgate serve` (CALLGATE_BIN, else target/debug/callgate) in a temporary directory, for calls to the
+ * echo endpoint behind /demo; `stop()` ends it and removes the directory unless E2E_KEEP is set.
+ */
+export async function startDemoGateway(name) {
+  const work = mkdtempSync(join(tmpdir(), `callgate-e2e-${name}-`));
+  const binary = process.env.CALLGATE_BIN || join(repo, 'target/debug/callgate');
+  // No site widget is called; the origin only satisfies `widget add`.
+  const gateway = await Gateway.start({
+    binary, directory: join(work, 'gateway'), pbxPort: await freePorts(1), origins: ['http://localhost:1'],
+  });
+  gateway.stopAndClean = async () => {
+    await gateway.stop();
+    if (process.env.E2E_KEEP) console.log(`# kept ${work}`);
+    else rmSync(work, { recursive: true, force: true });
+  };
+  return gateway;
+}
 
 /** The fixture `name` (as chrome_offer.sdp) of tests/fixtures/sdp/browser. */
 export const fixture = (name) => readFileSync(join(FIXTURES, name), 'utf8');
