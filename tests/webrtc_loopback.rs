@@ -628,61 +628,325 @@ fn assert_golden(name: &str, answer: &str) {
     assert_eq!(masked, golden, "answer differs from {name}");
 }
 
-/// The payload types of the audio m-line, checked against the rtpmap lines: each listed once,
-/// each mapped once, and exactly one telephone-event.
-fn assert_payload_types_unique(answer: &str) -> Vec<u8> {
-    let m_line = answer.lines().find(|l| l.starts_with("m=audio")).unwrap();
-    let pts: Vec<u8> = m_line.split(' ').skip(3).map(|pt| pt.parse().unwrap()).collect();
-    let mut sorted = pts.clone();
-    sorted.sort_unstable();
-    sorted.dedup();
-    assert_eq!(sorted.len(), pts.len(), "duplicate payload type in {m_line}");
-    let mut mapped: Vec<u8> = answer
-        .lines()
-        .filter_map(|l| l.strip_prefix("a=rtpmap:"))
-        .map(|l| l.split(' ').next().unwrap().parse().unwrap())
-        .collect();
-    mapped.sort_unstable();
-    assert_eq!(mapped, sorted, "rtpmap lines do not match the m-line");
-    let events = answer.lines().filter(|l| l.contains(" telephone-event/")).count();
-    assert_eq!(events, 1, "{answer}");
-    pts
+/// The lines of each section: `[0]` the session level, then one per m-line (the m-line first).
+fn sections(sdp: &str) -> Vec<Vec<&str>> {
+    let mut out = vec![Vec::new()];
+    for line in sdp.lines() {
+        if line.starts_with("m=") {
+            out.push(Vec::new());
+        }
+        // `out` starts with the session section, so there is always a last one.
+        out.last_mut().unwrap().push(line);
+    }
+    out
 }
+
+/// The values of `a=NAME:` lines in `section`.
+fn attribute<'a>(section: &[&'a str], name: &str) -> Vec<&'a str> {
+    let prefix = format!("a={name}:");
+    section
+        .iter()
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .collect()
+}
+
+/// `pt -> "encoding/rate[/channels]"` from the rtpmap lines of `section`.
+fn rtpmaps<'a>(section: &[&'a str]) -> Vec<(&'a str, &'a str)> {
+    attribute(section, "rtpmap")
+        .into_iter()
+        .filter_map(|v| v.split_once(' '))
+        .collect()
+}
+
+/// The payload type `section` maps to `encoding` (as in "opus/48000/2"), compared case-insensitively.
+fn payload_type_of<'a>(section: &[&'a str], encoding: &str) -> Option<&'a str> {
+    rtpmaps(section)
+        .into_iter()
+        .find(|(_, e)| e.eq_ignore_ascii_case(encoding))
+        .map(|(pt, _)| pt)
+}
+
+/// What an answer to a browser offer must hold, whatever the golden file says: the answer audio
+/// codec and telephone-event, as the offer's rtpmap names them.
+struct Expected {
+    codec: &'static str,
+    dtmf: &'static str,
+}
+
+/// Checks `answer` against `offer` (RFC 3264, RFC 8843, RFC 5763, RFC 4733) and returns what is
+/// wrong, empty when nothing is. Payload types come from the offer, so the check stays right when a
+/// recapture of the browser's offer renumbers them.
+fn answer_problems(offer: &str, answer: &str, expected: &Expected) -> Vec<String> {
+    let mut problems = Vec::new();
+    let offer = sections(offer);
+    let answer = sections(answer);
+    if answer.len() != offer.len() {
+        problems.push(format!(
+            "{} m-lines answer {} offered",
+            answer.len() - 1,
+            offer.len() - 1
+        ));
+        return problems;
+    }
+    let session = &answer[0];
+    if !session.contains(&"a=ice-lite") {
+        problems.push("no a=ice-lite".into());
+    }
+    let mut accepted_mids = Vec::new();
+    for (offered, answered) in offer[1..].iter().zip(&answer[1..]) {
+        let offered_m: Vec<&str> = offered[0].split(' ').collect();
+        let answered_m: Vec<&str> = answered[0].split(' ').collect();
+        if offered_m[0] != answered_m[0] || answered_m.get(2) != offered_m.get(2) {
+            problems.push(format!("m-line {:?} answers {:?}", answered[0], offered[0]));
+            continue;
+        }
+        if offered_m[0] != "m=audio" {
+            if answered_m.get(1) != Some(&"0") {
+                problems.push(format!("{} is accepted, not declined with port 0", answered[0]));
+            }
+            continue;
+        }
+        if answered_m.get(1) == Some(&"0") {
+            problems.push(format!("audio declined: {}", answered[0]));
+            continue;
+        }
+        let mid = attribute(answered, "mid");
+        if mid != attribute(offered, "mid") || mid.len() != 1 {
+            problems.push(format!("a=mid {mid:?}, offered {:?}", attribute(offered, "mid")));
+        }
+        accepted_mids.extend(mid);
+
+        let want: Vec<Option<&str>> = [expected.codec, expected.dtmf]
+            .iter()
+            .map(|e| payload_type_of(offered, e))
+            .collect();
+        let listed: Vec<Option<&str>> = answered_m[3..].iter().map(|pt| Some(*pt)).collect();
+        if listed != want {
+            problems.push(format!(
+                "payload types {:?}, the offer's {} and {} are {want:?}",
+                &answered_m[3..],
+                expected.codec,
+                expected.dtmf
+            ));
+        }
+        let offered_maps = rtpmaps(offered);
+        let answered_maps = rtpmaps(answered);
+        if answered_maps.len() != answered_m.len() - 3 {
+            problems.push(format!("rtpmap lines {answered_maps:?} for {}", answered[0]));
+        }
+        for (pt, encoding) in &answered_maps {
+            if !offered_maps.contains(&(pt, encoding)) {
+                problems.push(format!("a=rtpmap:{pt} {encoding} is not in the offer"));
+            }
+            if !answered_m[3..].contains(pt) {
+                problems.push(format!("a=rtpmap:{pt} is not on the m-line"));
+            }
+        }
+        for line in ["fmtp", "rtcp-fb"] {
+            for value in attribute(answered, line) {
+                let pt = value.split(' ').next().unwrap_or_default();
+                if !answered_m[3..].contains(&pt) {
+                    problems.push(format!("a={line}:{value} for a payload type not answered"));
+                }
+            }
+        }
+        // Without an fmtp the events are 0-15 (RFC 4733 section 7.1.1); with one, the digits must stay.
+        if let Some(dtmf) = payload_type_of(answered, expected.dtmf) {
+            let prefix = format!("{dtmf} ");
+            for events in attribute(answered, "fmtp")
+                .iter()
+                .filter_map(|v| v.strip_prefix(prefix.as_str()))
+            {
+                if !events.starts_with("0-15") && !events.starts_with("0-16") {
+                    problems.push(format!("telephone-event events {events}, not the 16 digits"));
+                }
+            }
+        }
+        for extmap in attribute(answered, "extmap") {
+            if !attribute(offered, "extmap").contains(&extmap) {
+                problems.push(format!("a=extmap:{extmap} is not in the offer with that id"));
+            }
+        }
+        if attribute(offered, "setup").contains(&"actpass") && attribute(answered, "setup") != ["passive"] {
+            problems.push(format!(
+                "a=setup {:?}, wanted passive",
+                attribute(answered, "setup")
+            ));
+        }
+        if offered.contains(&"a=rtcp-mux") && !answered.contains(&"a=rtcp-mux") {
+            problems.push("no a=rtcp-mux".into());
+        }
+        if !answered.contains(&"a=sendrecv") {
+            problems.push("not a=sendrecv".into());
+        }
+        let fingerprint = attribute(answered, "fingerprint");
+        let fingerprint_ok = fingerprint.len() == 1
+            && fingerprint[0]
+                .strip_prefix("sha-256 ")
+                .is_some_and(|hex| hex.split(':').filter(|b| b.len() == 2).count() == 32);
+        if !fingerprint_ok {
+            problems.push(format!("fingerprint {fingerprint:?}"));
+        }
+        if attribute(answered, "ice-ufrag").len() != 1 || attribute(answered, "ice-pwd").len() != 1 {
+            problems.push("ICE credentials".into());
+        }
+        let candidates = attribute(answered, "candidate");
+        if candidates.len() != 1 || !candidates[0].contains(" udp 2130706175 203.0.113.10 50000 typ host") {
+            problems.push(format!(
+                "candidates {candidates:?}, wanted the one advertised host"
+            ));
+        }
+    }
+    let bundle: Vec<&str> = attribute(session, "group")
+        .iter()
+        .filter_map(|g| g.strip_prefix("BUNDLE "))
+        .flat_map(|mids| mids.split(' '))
+        .collect();
+    if attribute(&offer[0], "group")
+        .iter()
+        .any(|g| g.starts_with("BUNDLE"))
+        && bundle != accepted_mids
+    {
+        problems.push(format!(
+            "BUNDLE group {bundle:?}, accepted mids {accepted_mids:?}"
+        ));
+    }
+    problems
+}
+
+/// Answers `offer` with `prefs` and checks the answer; returns the leg and the answer.
+fn answer_checked(offer: &str, prefs: CodecPrefs, expected: &Expected) -> (WebrtcLeg, String) {
+    let (leg, answer) = WebrtcLeg::accept_offer(Instant::now(), offer, prefs, &leg_config()).unwrap();
+    let problems = answer_problems(offer, &answer, expected);
+    assert!(problems.is_empty(), "{problems:#?}\n{answer}");
+    assert!(answer.contains(&format!("a=ice-ufrag:{}", leg.local_ufrag())));
+    (leg, answer)
+}
+
+const OPUS: Expected = Expected {
+    codec: "opus/48000/2",
+    dtmf: "telephone-event/48000",
+};
+const PCMU: Expected = Expected {
+    codec: "PCMU/8000",
+    dtmf: "telephone-event/8000",
+};
+const PASSTHROUGH_PCMU: CodecPrefs = CodecPrefs {
+    passthrough: Some(G711::Pcmu),
+};
 
 #[test]
 fn chrome_offer_golden_answers() {
     let offer = fixture("chrome_offer.sdp");
-    let cases = [
-        (CodecPrefs::default(), "chrome_answer_opus.sdp", vec![111, 110]),
-        (
-            CodecPrefs {
-                passthrough: Some(G711::Pcmu),
-            },
-            "chrome_answer_pcmu.sdp",
-            vec![0, 126],
-        ),
-    ];
-    for (prefs, golden, pts) in cases {
-        let (leg, answer) = WebrtcLeg::accept_offer(Instant::now(), &offer, prefs, &leg_config()).unwrap();
-        assert_eq!(assert_payload_types_unique(&answer), pts);
-        assert!(answer.contains("a=ice-lite"));
-        assert!(answer.contains("a=setup:passive"));
-        assert!(answer.contains(" 203.0.113.10 50000 typ host"));
-        assert!(answer.contains(&format!("a=ice-ufrag:{}", leg.local_ufrag())));
-        assert_golden(golden, &answer);
-    }
+    let (leg, answer) = answer_checked(&offer, CodecPrefs::default(), &OPUS);
+    assert_eq!(leg.audio().codec, AudioCodec::Opus);
+    let dtmf = leg.audio().dtmf.unwrap();
+    assert_eq!(dtmf.clock_rate, 48_000);
+    assert_golden("chrome_answer_opus.sdp", &answer);
+
+    let (leg, answer) = answer_checked(&offer, PASSTHROUGH_PCMU, &PCMU);
+    assert_eq!((leg.audio().codec, leg.audio().pt), (AudioCodec::Pcmu, 0));
+    assert_golden("chrome_answer_pcmu.sdp", &answer);
 }
 
 #[test]
-fn firefox_offer_golden_answer() {
+fn chrome_pcmu_only_offer_golden_answer() {
+    let offer = fixture("chrome_offer_pcmu_only.sdp");
+    let (leg, answer) = answer_checked(&offer, CodecPrefs::default(), &PCMU);
+    assert_eq!((leg.audio().codec, leg.audio().pt), (AudioCodec::Pcmu, 0));
+    assert_eq!(leg.audio().dtmf.unwrap().clock_rate, 8000);
+    assert_golden("chrome_answer_pcmu_only.sdp", &answer);
+}
+
+#[test]
+fn firefox_offer_golden_answers() {
     let offer = fixture("firefox_offer.sdp");
-    let (leg, answer) =
-        WebrtcLeg::accept_offer(Instant::now(), &offer, CodecPrefs::default(), &leg_config()).unwrap();
-    // Firefox offers telephone-event only at 8000 Hz, next to Opus at 48000.
-    assert_eq!(assert_payload_types_unique(&answer), [109, 101]);
-    let dtmf = leg.audio().dtmf.unwrap();
-    assert_eq!((dtmf.pt, dtmf.clock_rate), (101, 8000));
+    // Firefox offers telephone-event only at 8000 Hz, next to Opus at 48000: it is kept at 8000.
+    let firefox_opus = Expected {
+        codec: "opus/48000/2",
+        dtmf: "telephone-event/8000",
+    };
+    let (leg, answer) = answer_checked(&offer, CodecPrefs::default(), &firefox_opus);
+    assert_eq!(leg.audio().codec, AudioCodec::Opus);
+    assert_eq!(leg.audio().dtmf.unwrap().clock_rate, 8000);
     assert_golden("firefox_answer_opus.sdp", &answer);
+
+    let (leg, answer) = answer_checked(&offer, PASSTHROUGH_PCMU, &PCMU);
+    assert_eq!((leg.audio().codec, leg.audio().pt), (AudioCodec::Pcmu, 0));
+    assert_golden("firefox_answer_pcmu.sdp", &answer);
+}
+
+/// The checks above can fail: each of these wrong answers is caught.
+#[test]
+fn answer_checks_catch_wrong_answers() {
+    let offer = fixture("chrome_offer.sdp");
+    let (_, answer) = answer_checked(&offer, CodecPrefs::default(), &OPUS);
+    let opus = payload_type_of(&sections(&offer)[1], OPUS.codec).unwrap();
+    let dtmf = payload_type_of(&sections(&offer)[1], OPUS.dtmf).unwrap();
+    let m_line = answer.lines().find(|l| l.starts_with("m=audio")).unwrap();
+    let mid_extmap = answer
+        .lines()
+        .find(|l| l.ends_with(" urn:ietf:params:rtp-hdrext:sdes:mid"))
+        .unwrap();
+    let wrong: Vec<(&str, String)> = vec![
+        (
+            "payload types",
+            answer
+                .replace(m_line, &m_line.replace(opus, "112"))
+                .replace(&format!("a=rtpmap:{opus} "), "a=rtpmap:112 "),
+        ),
+        (
+            "not in the offer",
+            answer.replace(
+                &format!("a=rtpmap:{dtmf} telephone-event/48000"),
+                &format!("a=rtpmap:{dtmf} telephone-event/8000"),
+            ),
+        ),
+        ("payload types", answer.replace(m_line, &format!("{m_line} 0"))),
+        (
+            "telephone-event events",
+            answer.replace(&format!("a=fmtp:{dtmf} 0-16"), &format!("a=fmtp:{dtmf} 16")),
+        ),
+        (
+            "a=fmtp:63 111/111 for a payload type not answered",
+            answer.replace(
+                &format!("a=fmtp:{dtmf} "),
+                &format!("a=fmtp:63 111/111\r\na=fmtp:{dtmf} "),
+            ),
+        ),
+        ("a=setup", answer.replace("a=setup:passive", "a=setup:actpass")),
+        ("rtcp-mux", answer.replace("a=rtcp-mux\r\n", "")),
+        ("a=mid", answer.replace("a=mid:0", "a=mid:1")),
+        ("BUNDLE", answer.replace("a=group:BUNDLE 0", "a=group:BUNDLE 0 1")),
+        (
+            "extmap",
+            answer.replace(mid_extmap, &mid_extmap.replace("a=extmap:4", "a=extmap:5")),
+        ),
+        ("sendrecv", answer.replace("a=sendrecv", "a=recvonly")),
+        ("ice-lite", answer.replace("a=ice-lite\r\n", "")),
+        ("candidates", answer.replace("203.0.113.10", "127.0.0.1")),
+    ];
+    for (what, sdp) in wrong {
+        assert_ne!(sdp, answer, "the {what} mutation changed nothing");
+        let problems = answer_problems(&offer, &sdp, &OPUS);
+        assert!(
+            problems.iter().any(|p| p.contains(what)),
+            "{what} not caught: {problems:?}"
+        );
+    }
+    let (video_offer, video_answer) = offer_with_video(&offer);
+    assert!(answer_problems(&video_offer, &video_answer, &OPUS).is_empty());
+    let accepted = video_answer.replace("m=video 0 ", "m=video 9 ");
+    assert!(
+        answer_problems(&video_offer, &accepted, &OPUS)
+            .iter()
+            .any(|p| p.contains("accepted"))
+    );
+}
+
+/// The browser's audio m-line (everything after `m=audio`).
+fn audio_m_line(offer: &str) -> &str {
+    offer.lines().find_map(|l| l.strip_prefix("m=audio ")).unwrap()
 }
 
 #[test]
@@ -699,15 +963,24 @@ fn unacceptable_offers_are_refused() {
         .collect();
     assert_eq!(accept(&no_fingerprint), Err(WebrtcLegError::MissingFingerprint));
 
+    let audio = audio_m_line(&chrome);
+    let port = audio.split(' ').next().unwrap();
     let video_only = chrome
         .replace(
-            "m=audio 51720 UDP/TLS/RTP/SAVPF 111 63 9 0 8 13 110 126",
-            "m=video 51720 UDP/TLS/RTP/SAVPF 96",
+            &format!("m=audio {audio}"),
+            &format!("m=video {port} UDP/TLS/RTP/SAVPF 96"),
         )
         .replace("a=rtpmap:111 opus/48000/2", "a=rtpmap:96 VP8/90000");
     assert_eq!(accept(&video_only), Err(WebrtcLegError::NoAudio));
 
-    let g722_only = chrome.replace("SAVPF 111 63 9 0 8 13 110 126", "SAVPF 9 13 126");
+    // G.722, comfort noise and telephone-event: nothing we can take.
+    let g722 = payload_type_of(&sections(&chrome)[1], "G722/8000").unwrap();
+    let cn = payload_type_of(&sections(&chrome)[1], "CN/8000").unwrap();
+    let event = payload_type_of(&sections(&chrome)[1], "telephone-event/8000").unwrap();
+    let g722_only = chrome.replace(
+        &format!("m=audio {audio}"),
+        &format!("m=audio {port} UDP/TLS/RTP/SAVPF {g722} {cn} {event}"),
+    );
     assert_eq!(accept(&g722_only), Err(WebrtcLegError::NoCommonCodec));
 
     assert!(matches!(
@@ -717,26 +990,49 @@ fn unacceptable_offers_are_refused() {
     assert!(matches!(accept(""), Err(WebrtcLegError::InvalidSdp(_))));
 }
 
-#[test]
-fn video_in_the_offer_is_declined() {
-    let chrome = fixture("chrome_offer.sdp");
+/// `offer` with a bundled video m-section after its audio (what a browser offers when the page asks
+/// for a camera too), and our answer to it.
+fn offer_with_video(offer: &str) -> (String, String) {
+    let audio = &sections(offer)[1];
+    let ice = |name| format!("a={name}:{}", attribute(audio, name)[0]);
     let video = [
-        "m=video 9 UDP/TLS/RTP/SAVPF 96",
-        "c=IN IP4 0.0.0.0",
-        "a=ice-ufrag:Vq8d",
-        "a=ice-pwd:NxjSHDlkDxWQKz3hv8Zl0qLm",
-        "a=setup:actpass",
-        "a=mid:1",
-        "a=sendrecv",
-        "a=rtcp-mux",
-        "a=rtpmap:96 VP8/90000",
+        "m=video 9 UDP/TLS/RTP/SAVPF 96".to_string(),
+        "c=IN IP4 0.0.0.0".to_string(),
+        ice("ice-ufrag"),
+        ice("ice-pwd"),
+        "a=setup:actpass".to_string(),
+        "a=mid:1".to_string(),
+        "a=sendrecv".to_string(),
+        "a=rtcp-mux".to_string(),
+        "a=rtpmap:96 VP8/90000".to_string(),
     ];
-    let offer = chrome.replace("a=group:BUNDLE 0", "a=group:BUNDLE 0 1") + &video.join("\r\n") + "\r\n";
+    let offer =
+        offer.replace("a=group:BUNDLE 0\r\n", "a=group:BUNDLE 0 1\r\n") + &video.join("\r\n") + "\r\n";
     let (leg, answer) =
         WebrtcLeg::accept_offer(Instant::now(), &offer, CodecPrefs::default(), &leg_config()).unwrap();
     assert_eq!(leg.audio().codec, AudioCodec::Opus);
-    assert!(answer.contains("a=group:BUNDLE 0\r\n"), "{answer}");
-    assert!(answer.contains("m=video 0 "), "{answer}");
+    (offer, answer)
+}
+
+#[test]
+fn video_in_the_offer_is_declined() {
+    for (name, dtmf) in [
+        ("chrome_offer.sdp", "telephone-event/48000"),
+        ("firefox_offer.sdp", "telephone-event/8000"),
+    ] {
+        let (offer, answer) = offer_with_video(&fixture(name));
+        assert!(
+            offer.contains("a=group:BUNDLE 0 1\r\n"),
+            "{name}: the video was not added"
+        );
+        let expected = Expected {
+            codec: "opus/48000/2",
+            dtmf,
+        };
+        let problems = answer_problems(&offer, &answer, &expected);
+        assert!(problems.is_empty(), "{name}: {problems:#?}\n{answer}");
+        assert!(answer.contains("m=video 0 "), "{answer}");
+    }
 }
 
 #[test]

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The end-to-end test: headless Chromium (fake microphone playing a 440 Hz tone) calls through the real
-# `callgate serve` to SIPp and to the built-in echo endpoint (widget/tests/e2e.mjs), and a page with its own
-# SIP.js softphone calls a widget the same way (widget/tests/e2e-sipjs.mjs). Installs what is
-# missing (chromium, sox, sipp, nodejs, npm from Debian; the npm packages from widget/package-lock.json),
-# builds the binary, and runs everything inside a loopback-only network namespace. Screenshots of each
-# widget state and the gateway's log go to tests/artifacts/e2e/. Exits non-zero when a case fails.
+# `callgate serve` to SIPp and to the built-in echo endpoint (widget/tests/e2e.mjs), a page with its own
+# SIP.js softphone calls a widget the same way (widget/tests/e2e-sipjs.mjs), its JsSIP offer is checked
+# against the golden fixture (browser_offers.mjs), then headless Firefox calls the echo (firefox.sh).
+# Installs what is missing (chromium, sox, sipp, nodejs, npm from Debian; the npm packages from
+# widget/package-lock.json), builds the binary, and runs everything inside a loopback-only network
+# namespace. Screenshots of each widget state and the gateway's log go to tests/artifacts/e2e/. Exits
+# non-zero when a case fails.
 #
 #   tests/e2e/run.sh            (CALLGATE_BIN=/path/to/callgate skips the build)
 set -euo pipefail
@@ -36,16 +38,10 @@ rm -f "$artifacts"/*.png "$artifacts"/callgate.log
 
 export CALLGATE_BIN TONE_WAV="$work/tone.wav" ARTIFACTS="$artifacts"
 tests=(node --test --test-concurrency=1 --test-timeout=120000 "$widget_dir/tests/e2e-checks.test.mjs"
-  "$widget_dir/tests/e2e.mjs" "$widget_dir/tests/e2e-sipjs.mjs")
+  "$widget_dir/tests/e2e.mjs" "$widget_dir/tests/e2e-sipjs.mjs" "$repo_dir/tests/e2e/browser_offers.mjs")
 cd "$widget_dir"
-# Loopback only, so that nothing can leave the machine and ICE pairs are 127.0.0.1 with 127.0.0.1. A PID
-# namespace of its own too: when the run ends or the timeout strikes, the kernel kills every process left in
-# it (gateway, SIPp, Chromium), so nothing outlives a failed run.
-namespace=(unshare --net --pid --fork --kill-child --mount --mount-proc)
-if [ "$(id -u)" = 0 ] && "${namespace[@]}" true 2>/dev/null; then
-  timeout 240 "${namespace[@]}" -- bash -c 'ip link set lo up && exec "$@"' _ "${tests[@]}"
-else
-  echo "e2e: cannot make a network namespace (needs root); running on the host's loopback" >&2
-  timeout 240 "${tests[@]}"
-fi
+# shellcheck source=tests/e2e/namespace.sh
+source "$repo_dir/tests/e2e/namespace.sh"
+in_loopback_namespace 240 e2e "${tests[@]}"
+bash "$repo_dir/tests/e2e/firefox.sh"
 echo "e2e: all cases passed; screenshots and callgate.log in $artifacts"
