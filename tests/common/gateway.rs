@@ -22,7 +22,7 @@ pub(crate) struct TrunkSpec {
     pub(crate) name: String,
     /// Where the PBX listens.
     pub(crate) address: SocketAddr,
-    /// `udp` or `tcp`.
+    /// `udp`, `tcp` or `tls`.
     pub(crate) transport: &'static str,
     /// Digest credentials `(username, password)`.
     pub(crate) credentials: Option<(String, String)>,
