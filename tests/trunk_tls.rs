@@ -3,8 +3,9 @@
 //! certificate made by `openssl` for this test and trusted through `sip.tls_ca_file`.
 //!
 //! Covered: a call with the tone echoed and BYE from the browser, BYE from the PBX on the gateway's own
-//! connection, OPTIONS keepalives over one reused connection, and a PBX whose certificate does not verify:
-//! failover to the next trunk, 503 when it is the only one.
+//! connection, OPTIONS keepalives over one reused connection to a trunk named by host name (checked against
+//! the certificate, sent as SNI), and a PBX whose certificate does not verify: failover to the next trunk,
+//! 503 when it is the only one.
 
 #[allow(dead_code, reason = "each test crate uses a part of the shared helpers")]
 mod common;
@@ -153,8 +154,13 @@ async fn options_keepalives_go_over_one_tls_connection() {
         calls: 1000,
         ..SippOptions::default()
     };
+    let sipp = sipp_over_tcp("options_responder", responder);
+    let front = TlsFront::start(PbxCertificate::generate("pbx.test"), sipp.address()).await;
+    // Named by host name this time: the certificate is checked for it, and it is sent as SNI.
+    let mut trunk = tls_trunk("pbx", front.address(), 0);
+    trunk.host = Some("localhost".to_owned());
     let keepalive = vec![("sip", "options_ping_interval_secs", 1.into())];
-    let (sipp, front, gateway) = one_tls_pbx("options_responder", responder, keepalive).await;
+    let gateway = gateway_with(front.certificate(), vec![trunk], keepalive);
     let trunk_up = |gateway: &Gateway| {
         let (_, metrics) = gateway.http_get("/metrics");
         metrics
@@ -177,6 +183,7 @@ async fn options_keepalives_go_over_one_tls_connection() {
     );
     assert!(sipp.received_requests("OPTIONS") >= 3);
     assert_eq!(front.handshakes(), 1, "keepalives must reuse the connection");
+    assert_eq!(front.server_names(), vec!["localhost".to_owned()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -61,6 +61,7 @@ pub(crate) struct TlsFront {
     certificate: PbxCertificate,
     address: SocketAddr,
     handshakes: Arc<AtomicUsize>,
+    server_names: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -77,17 +78,21 @@ impl TlsFront {
             .expect("test setup: bind the TLS front");
         let address = listener.local_addr().expect("a bound listener has an address");
         let handshakes = Arc::new(AtomicUsize::new(0));
-        let counted = handshakes.clone();
+        let server_names = Arc::new(Mutex::new(Vec::new()));
+        let (counted, named) = (handshakes.clone(), server_names.clone());
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let acceptor = acceptor.clone();
-                let counted = counted.clone();
+                let (counted, named) = (counted.clone(), named.clone());
                 tokio::spawn(async move {
                     // A refused handshake (the gateway did not trust us) just ends this connection.
                     let Ok(mut tls) = acceptor.accept(client).await else {
                         return;
                     };
                     counted.fetch_add(1, Ordering::Relaxed);
+                    if let Some(name) = tls.get_ref().1.server_name() {
+                        named.lock().expect("no holder panics").push(name.to_owned());
+                    }
                     let Ok(mut pbx) = TcpStream::connect(backend).await else {
                         return;
                     };
@@ -99,6 +104,7 @@ impl TlsFront {
             certificate,
             address,
             handshakes,
+            server_names,
             task,
         }
     }
@@ -116,6 +122,13 @@ impl TlsFront {
     /// Completed TLS handshakes so far.
     pub(crate) fn handshakes(&self) -> usize {
         self.handshakes.load(Ordering::Relaxed)
+    }
+}
+
+impl TlsFront {
+    /// The SNI names clients sent, one per handshake that carried one.
+    pub(crate) fn server_names(&self) -> Vec<String> {
+        self.server_names.lock().expect("no holder panics").clone()
     }
 }
 
