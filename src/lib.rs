@@ -30,7 +30,7 @@
 //! - [`admission`]: who may call: widget tokens, Origin checks, per-widget, per-source and gateway limits.
 //! - [`media`]: one call's media (sans-IO): the WebRTC leg (str0m), the RTP leg, G.711, Opus, jitter
 //!   buffers, DTMF, and the session that bridges them.
-//! - [`transport`]: the sockets of signaling: HTTP(S) + SIP over WebSocket toward browsers, SIP over UDP/TCP
+//! - [`transport`]: the sockets of signaling: HTTP(S) + SIP over WebSocket toward browsers, SIP over UDP/TCP/TLS
 //!   toward trunks.
 //! - [`server`]: the running gateway: the signaling task, the media worker threads, the clock, drain.
 //! - [`metrics`]: lock-free counters and histograms, rendered for `/metrics` in Prometheus text format.

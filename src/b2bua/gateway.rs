@@ -60,6 +60,17 @@ pub struct GatewaySettings {
 }
 
 impl GatewaySettings {
+    /// The transport toward a trunk and our address on it, `None` when no listener serves it. TLS is a
+    /// client transport: it advertises our TCP (else UDP) address, and the PBX answers and sends its
+    /// in-dialog requests on the connection we opened.
+    pub fn local_for(&self, transport: TrunkTransport) -> Option<(Transport, SocketAddr)> {
+        match transport {
+            TrunkTransport::Udp => Some((Transport::Udp, self.sip_udp?)),
+            TrunkTransport::Tcp => Some((Transport::Tcp, self.sip_tcp?)),
+            TrunkTransport::Tls => Some((Transport::Tls, self.sip_tcp.or(self.sip_udp)?)),
+        }
+    }
+
     /// A Via with a new branch for a request we send on `flow`.
     fn via_for(&self, flow: &Flow) -> Via {
         match flow.transport {
@@ -106,6 +117,15 @@ pub enum TrunkTransport {
     Tcp,
     /// SIP over TLS.
     Tls,
+}
+
+/// The URI parameter naming a trunk's transport in Request-URIs and our Contact (none for UDP).
+pub fn transport_param(transport: TrunkTransport) -> &'static str {
+    match transport {
+        TrunkTransport::Udp => "",
+        TrunkTransport::Tcp => ";transport=tcp",
+        TrunkTransport::Tls => ";transport=tls",
+    }
 }
 
 /// A trunk as the call needs it, with its address already resolved.
@@ -1638,30 +1658,17 @@ impl Gateway {
         else {
             return;
         };
-        let transport = match trunk.transport {
-            TrunkTransport::Udp if self.settings.sip_udp.is_some() => Transport::Udp,
-            TrunkTransport::Tcp if self.settings.sip_tcp.is_some() => Transport::Tcp,
-            other => {
-                tracing::warn!(call, trunk = %trunk.name, transport = ?other, "no listener for the trunk's transport");
-                self.feed(now, call, CallInput::PbxTransportError);
-                return;
-            }
+        let Some((transport, local)) = self.settings.local_for(trunk.transport) else {
+            tracing::warn!(call, trunk = %trunk.name, transport = ?trunk.transport, "no listener for the trunk's transport");
+            self.feed(now, call, CallInput::PbxTransportError);
+            return;
         };
         let flow = Flow {
             transport,
             remote: trunk.address,
             connection: None,
         };
-        let local = match transport {
-            Transport::Udp => self.settings.sip_udp,
-            _ => self.settings.sip_tcp,
-        };
-        let Some(local) = local else { return };
-        let transport_param = if transport == Transport::Udp {
-            String::new()
-        } else {
-            ";transport=tcp".to_owned()
-        };
+        let transport_param = transport_param(trunk.transport);
         let destination = route.destination.clone();
         let caller = route.caller_id.clone().unwrap_or_else(|| "anonymous".to_owned());
         let host_port = if trunk.port == 5060 && transport == Transport::Udp {
@@ -2202,6 +2209,32 @@ mod tests {
         h.gateway.handle_timeout(now);
         let statuses: Vec<u16> = h.sent(true).iter().map(status_of).collect();
         assert_eq!(statuses, vec![503]);
+    }
+
+    #[test]
+    fn a_tls_trunk_gets_a_tls_invite_and_a_tls_transport_error_fails_over() {
+        let mut h = Harness::new();
+        let mut tls = trunk(1, 5061);
+        tls.transport = TrunkTransport::Tls;
+        let invite = h.call_to_pbx(vec![tls, trunk(2, 5062)]);
+        // rsip prints the transport parameter in capitals; URI parameters are case-insensitive.
+        assert_eq!(invite.uri.to_string(), "sip:1000@127.0.0.1:5061;transport=TLS");
+        let via = invite.header_value("Via").unwrap_or_default().to_owned();
+        assert!(via.starts_with("SIP/2.0/TLS 127.0.0.1:5070;"), "{via}");
+        assert_eq!(
+            invite.header_value("Contact"),
+            Some("<sip:callgate@127.0.0.1:5070;transport=tls>")
+        );
+        // A handshake refused (certificate not verified) fails that flow only: the next trunk is called.
+        let tls_flow = Flow {
+            transport: Transport::Tls,
+            remote: SocketAddr::from(([127, 0, 0, 1], 5061)),
+            connection: None,
+        };
+        let now = h.now;
+        h.gateway.handle_transport_error(now, &tls_flow);
+        let next = h.pbx_invite();
+        assert_eq!(next.uri.to_string(), "sip:1000@127.0.0.1:5062");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use rsip::{Method, Request, Response};
 
-use crate::b2bua::gateway::TrunkTransport;
+use crate::b2bua::gateway::{TrunkTransport, transport_param};
 use crate::sip::digest::{Credentials, DigestClient, DigestError};
 use crate::sip::message::{self, MessageError, MessageHeaders, NameAddr, Via};
 use crate::sip::{Flow, Transport};
@@ -464,13 +464,14 @@ struct Target {
 
 impl Target {
     fn of(trunk: &MonitoredTrunk, settings: &MonitorSettings) -> Self {
-        let (transport, local, transport_param) = match trunk.transport {
-            TrunkTransport::Udp => (Transport::Udp, settings.sip_udp, ""),
-            TrunkTransport::Tcp => (Transport::Tcp, settings.sip_tcp, ";transport=tcp"),
-            // No TLS listener toward trunks yet: such a trunk cannot be reached, like one without a
-            // listener for its transport.
-            TrunkTransport::Tls => (Transport::Tls, None, ";transport=tls"),
+        let (transport, local) = match trunk.transport {
+            TrunkTransport::Udp => (Transport::Udp, settings.sip_udp),
+            TrunkTransport::Tcp => (Transport::Tcp, settings.sip_tcp),
+            // TLS is a client transport: requests and their answers share the connection we open, and
+            // the Via and Contact carry our TCP (else UDP) address, as for calls.
+            TrunkTransport::Tls => (Transport::Tls, settings.sip_tcp.or(settings.sip_udp)),
         };
+        let transport_param = transport_param(trunk.transport);
         let path = local.map(|local| {
             let flow = Flow {
                 transport,
@@ -1295,9 +1296,14 @@ mod tests {
 
     #[test]
     fn a_trunk_without_a_listener_for_its_transport_is_down() {
-        let mut tls = trunk(1, true);
-        tls.transport = TrunkTransport::Tls;
-        let mut h = Harness::new(30 * SECOND, vec![tls]);
+        let mut tcp = trunk(1, true);
+        tcp.transport = TrunkTransport::Tcp;
+        let mut h = Harness::new(30 * SECOND, Vec::new());
+        h.monitor = TrunkMonitor::new(MonitorSettings {
+            sip_tcp: None,
+            ..settings(30 * SECOND)
+        });
+        h.set_trunks(vec![tcp]);
         assert!(h.sent.is_empty());
         assert_eq!(
             h.events(),
@@ -1309,6 +1315,35 @@ mod tests {
                 }
             ]
         );
+    }
+
+    #[test]
+    fn a_tls_trunk_is_probed_and_registered_over_tls_from_the_tcp_address() {
+        let mut tls = trunk(1, true);
+        tls.transport = TrunkTransport::Tls;
+        tls.port = 5061;
+        let mut h = Harness::new(30 * SECOND, vec![tls]);
+        let register = h
+            .sent
+            .iter()
+            .find(|(_, _, request)| request.method == Method::Register)
+            .expect("a REGISTER");
+        assert_eq!(register.1.transport, Transport::Tls);
+        // rsip prints the transport parameter in capitals; URI parameters are case-insensitive.
+        assert_eq!(register.2.uri.to_string(), "sip:pbx.example:5061;transport=TLS");
+        assert!(header(&register.2, "Via").starts_with("SIP/2.0/TLS 127.0.0.1:5071;"));
+        assert_eq!(
+            header(&register.2, "Contact"),
+            "<sip:gw@127.0.0.1:5071;transport=tls>"
+        );
+        h.run_until(31 * SECOND);
+        let (_, flow, options) = h
+            .sent
+            .iter()
+            .find(|(_, _, request)| request.method == Method::Options)
+            .expect("an OPTIONS probe");
+        assert_eq!(flow.transport, Transport::Tls);
+        assert!(header(options, "Via").starts_with("SIP/2.0/TLS "));
     }
 
     /// Registers trunk 1 through a 401 challenge; returns the accepted REGISTER.

@@ -97,6 +97,11 @@ pub struct SipConfig {
     /// Expiry requested when registering to a trunk that needs registration.
     #[serde(rename = "register_expires_secs", with = "fields::secs")]
     pub register_expires: Duration,
+    /// PEM file of extra certificate authorities trusted for TLS trunks, on top of the system roots: a
+    /// private CA, or a self-signed PBX's own certificate. Must exist when set. `None` (empty string): the
+    /// system roots only.
+    #[serde(with = "fields::optional_path")]
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 /// `[media]`: addresses, ports and codec settings for both media legs.
@@ -412,6 +417,14 @@ impl Config {
                 "sip.udp_listen and sip.tcp_listen are both empty: no SIP transport toward the PBX".into(),
             ));
         }
+        if let Some(path) = &sip.tls_ca_file
+            && !path.is_file()
+        {
+            return Err(Violation::new(
+                &["sip.tls_ca_file"],
+                format!("file not found: {}", path.display()),
+            ));
+        }
         if sip.user_agent.trim().is_empty() || sip.user_agent.chars().any(char::is_control) {
             return Err(Violation::new(
                 &["sip.user_agent"],
@@ -614,6 +627,7 @@ impl Default for SipConfig {
             min_se: Duration::from_secs(90),
             options_ping_interval: Duration::from_secs(30),
             register_expires: Duration::from_secs(3600),
+            tls_ca_file: None,
         }
     }
 }
@@ -1219,6 +1233,24 @@ mod tests {
         );
         let config = load_text("[log]\nlevel = \"callgate::sip=debug,info\"\n", &[]).expect("valid filter");
         assert_eq!(config.log.level, "callgate::sip=debug,info");
+    }
+
+    #[test]
+    fn tls_ca_file_must_exist_and_has_an_environment_override() {
+        assert_eq!(
+            load_error("[sip]\ntls_ca_file = \"/nonexistent/pbx.pem\"\n"),
+            "x.toml: sip.tls_ca_file: file not found: /nonexistent/pbx.pem"
+        );
+        assert_eq!(load_text("", &[]).expect("defaults").sip.tls_ca_file, None);
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let ca = dir.path().join("pbx.pem");
+        fs::write(&ca, "read when the server starts").expect("write ca");
+        let config = load_text(
+            "[sip]\ntls_ca_file = \"\"\n",
+            &[("CALLGATE_SIP_TLS_CA_FILE", &ca.display().to_string())],
+        )
+        .expect("existing file");
+        assert_eq!(config.sip.tls_ca_file.as_deref(), Some(ca.as_path()));
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::demo;
 use crate::metrics::Metrics;
 use crate::transport::http::{self, HttpContext, Readiness, StaticResponse};
 use crate::transport::sip_net::{SipTcp, SipUdp};
+use crate::transport::sip_tls::SipTls;
 use crate::widget;
 
 pub mod media;
@@ -120,6 +121,9 @@ pub async fn run(config: Config, db: Database) -> Result<(), ServerError> {
     }
     let context = Arc::new(context);
 
+    // Read before any listener opens: a bad sip.tls_ca_file stops start-up instead of a ready gateway.
+    let tls_client = SipTls::client_config(config.sip.tls_ca_file.as_deref())
+        .map_err(|error| ServerError::Tls(format!("sip client: {error}")))?;
     let http_listener = bind_tcp("http", config.http.listen).await?;
     tracing::info!(address = %config.http.listen, "http and websocket listening");
     tokio::spawn(http::serve(
@@ -155,6 +159,12 @@ pub async fn run(config: Config, db: Database) -> Result<(), ServerError> {
         }
         None => None,
     };
+    let sip_tls = SipTls::new(
+        tls_client,
+        sip_events_tx.clone(),
+        config.limits.max_message_bytes as usize,
+        shutdown.clone(),
+    );
     let (sip_tcp, tcp_bound) = SipTcp::start(
         config.sip.tcp_listen,
         sip_events_tx,
@@ -209,6 +219,7 @@ pub async fn run(config: Config, db: Database) -> Result<(), ServerError> {
             media: media_requests,
             sip_udp,
             sip_tcp,
+            sip_tls,
             db: db.clone(),
             metrics,
             shutdown: shutdown.clone(),

@@ -29,7 +29,8 @@ use crate::server::media::MediaEngine;
 use crate::sip::digest::Credentials;
 use crate::sip::{Flow, Transport};
 use crate::transport::WsEvent;
-use crate::transport::sip_net::{SipNetEvent, SipTcp, SipUdp};
+use crate::transport::sip_net::{SipNetEvent, SipTcp, SipUdp, StreamTransport};
+use crate::transport::sip_tls::SipTls;
 
 /// Work that finished outside the signaling task.
 #[derive(Debug)]
@@ -83,6 +84,8 @@ pub struct SignalingIo {
     pub sip_udp: Option<SipUdp>,
     /// SIP TCP connections.
     pub sip_tcp: SipTcp,
+    /// SIP TLS connections toward trunks.
+    pub sip_tls: SipTls,
     /// The database.
     pub db: Database,
     /// The metrics.
@@ -99,6 +102,7 @@ pub async fn run(mut gateway: Gateway, mut io: SignalingIo) {
     let mut draining = false;
     tokio::spawn(reload_trunks(
         io.db.clone(),
+        io.sip_tls.clone(),
         io.completion_sender.clone(),
         io.shutdown.clone(),
     ));
@@ -143,15 +147,17 @@ pub async fn run(mut gateway: Gateway, mut io: SignalingIo) {
                         let flow = Flow { transport: Transport::Udp, remote: from, connection: None };
                         gateway.handle_receive(now, flow, &bytes);
                     }
-                    SipNetEvent::StreamMessage { connection, peer, bytes } => {
-                        let flow = Flow { transport: Transport::Tcp, remote: peer, connection: Some(connection.0) };
+                    SipNetEvent::StreamMessage { transport, connection, peer, bytes } => {
+                        let transport = stream_transport(transport);
+                        let flow = Flow { transport, remote: peer, connection: Some(connection.0) };
                         gateway.handle_receive(now, flow, &bytes);
                     }
-                    SipNetEvent::TransportError { peer, reason } => {
+                    SipNetEvent::TransportError { transport, peer, reason } => {
                         tracing::info!(%peer, %reason, "sip transport error");
                         // Transactions keyed on the flow without a connection id (outgoing) fail; so do
                         // those on the connection itself.
-                        let flow = Flow { transport: Transport::Tcp, remote: peer, connection: None };
+                        let transport = stream_transport(transport);
+                        let flow = Flow { transport, remote: peer, connection: None };
                         gateway.handle_transport_error(now, &flow);
                     }
                 }
@@ -179,9 +185,10 @@ pub async fn run(mut gateway: Gateway, mut io: SignalingIo) {
                 GatewayOutput::Transmit { flow, bytes } => transmit(&io, &browsers, flow, bytes),
                 GatewayOutput::LookupWidget { call, public_id } => {
                     let db = io.db.clone();
+                    let tls = io.sip_tls.clone();
                     let completions = io.completion_sender.clone();
                     tokio::spawn(async move {
-                        let lookup = lookup_route(&db, &public_id).await;
+                        let lookup = lookup_route(&db, &tls, &public_id).await;
                         let _ = completions.send(Completion::Route { call, lookup });
                     });
                 }
@@ -234,7 +241,15 @@ fn transmit(io: &SignalingIo, browsers: &HashMap<u64, mpsc::Sender<Bytes>>, flow
             Some(udp) => udp.send(flow.remote, &bytes),
             None => tracing::warn!("sip udp is disabled: message dropped"),
         },
-        Transport::Tcp | Transport::Tls => io.sip_tcp.send(flow.remote, Bytes::from(bytes)),
+        Transport::Tcp => io.sip_tcp.send(flow.remote, Bytes::from(bytes)),
+        Transport::Tls => io.sip_tls.send(flow.remote, Bytes::from(bytes)),
+    }
+}
+
+fn stream_transport(transport: StreamTransport) -> Transport {
+    match transport {
+        StreamTransport::Tcp => Transport::Tcp,
+        StreamTransport::Tls => Transport::Tls,
     }
 }
 
@@ -246,7 +261,7 @@ fn unix_now() -> u64 {
 
 /// Looks a widget up by public id and builds its route: the widget's trunk first, then every other enabled
 /// trunk by priority for failover, each with its address resolved.
-async fn lookup_route(db: &Database, public_id: &str) -> RouteLookup {
+async fn lookup_route(db: &Database, tls: &SipTls, public_id: &str) -> RouteLookup {
     let Ok(id) = public_id.parse::<db::PublicId>() else {
         return RouteLookup::NotFound;
     };
@@ -277,7 +292,7 @@ async fn lookup_route(db: &Database, public_id: &str) -> RouteLookup {
     );
     let mut targets = Vec::with_capacity(ordered.len());
     for trunk in ordered {
-        match trunk_target(trunk).await {
+        match trunk_target(trunk, tls).await {
             Some(target) => targets.push(target),
             None => tracing::warn!(trunk = %trunk.name, host = %trunk.host, "trunk address does not resolve"),
         }
@@ -305,6 +320,7 @@ const TRUNK_RELOAD: Duration = Duration::from_secs(30);
 
 async fn reload_trunks(
     db: Database,
+    tls: SipTls,
     completions: mpsc::UnboundedSender<Completion>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -313,7 +329,7 @@ async fn reload_trunks(
             Ok(trunks) => {
                 let mut monitored = Vec::with_capacity(trunks.len());
                 for trunk in trunks.iter().filter(|trunk| trunk.enabled) {
-                    if let Some(target) = trunk_target(trunk).await {
+                    if let Some(target) = trunk_target(trunk, &tls).await {
                         monitored.push(MonitoredTrunk {
                             id: target.id,
                             name: target.name,
@@ -341,17 +357,27 @@ async fn reload_trunks(
     }
 }
 
-async fn trunk_target(trunk: &db::Trunk) -> Option<TrunkTarget> {
+/// The trunk as the gateway needs it; a TLS trunk's host is also recorded as the name its certificate must
+/// carry.
+async fn trunk_target(trunk: &db::Trunk, tls: &SipTls) -> Option<TrunkTarget> {
     let transport = match trunk.transport {
         db::Transport::Udp => TrunkTransport::Udp,
         db::Transport::Tcp => TrunkTransport::Tcp,
         db::Transport::Tls => TrunkTransport::Tls,
     };
+    let default_port = if transport == TrunkTransport::Tls {
+        5061
+    } else {
+        5060
+    };
     let (connect_host, connect_port) = match &trunk.outbound_proxy {
-        Some(proxy) => (proxy.host.to_string(), proxy.port.unwrap_or(5060)),
+        Some(proxy) => (proxy.host.to_string(), proxy.port.unwrap_or(default_port)),
         None => (trunk.host.to_string(), trunk.port),
     };
     let address = resolve(&connect_host, connect_port).await?;
+    if transport == TrunkTransport::Tls {
+        tls.set_server_name(address, &connect_host);
+    }
     Some(TrunkTarget {
         id: trunk.id.0,
         name: trunk.name.to_string(),

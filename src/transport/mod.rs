@@ -1,16 +1,17 @@
 //! Every socket of the gateway's signaling: the HTTP(S) listener carrying SIP over WebSocket toward browsers,
-//! and SIP over UDP and TCP toward PBX trunks. This layer moves whole SIP messages as bytes; it makes no
+//! and SIP over UDP, TCP and TLS toward PBX trunks. This layer moves whole SIP messages as bytes; it makes no
 //! protocol decisions. Media sockets live with the media workers.
 
 pub mod http;
 pub mod sip_net;
+pub mod sip_tls;
 
 use std::net::SocketAddr;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-/// One stream connection (WebSocket or TCP), unique for the life of the process.
+/// One stream connection (WebSocket, TCP or TLS), unique for the life of the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnectionId(pub u64);
 

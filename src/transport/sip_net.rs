@@ -1,25 +1,29 @@
-//! SIP toward PBX trunks over UDP and TCP.
+//! SIP toward PBX trunks over UDP and TCP, and the stream machinery TLS ([`super::sip_tls`]) shares.
 //!
 //! UDP is one socket for every trunk. TCP connections are opened on demand toward a trunk, reused for every
 //! message to the same address, and accepted from PBXs that open their own (in-dialog requests to our
-//! Contact). Messages on a stream are framed by `Content-Length` (RFC 3261 §18.3).
+//! Contact). Messages on a stream are framed by `Content-Length` (RFC 3261 §18.3,
+//! [`crate::sip::message::next_stream_chunk`]).
 
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
 
 use super::ConnectionId;
+use crate::sip::message::{StreamChunk, next_stream_chunk};
 
-/// Messages queued toward one TCP peer before it counts as stuck.
+/// Messages queued toward one stream peer before it counts as stuck.
 const STREAM_QUEUE: usize = 256;
-/// How long a TCP connect may take before the transaction sees a transport error.
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a TCP connect (and, for TLS, the handshake after it) may take before the transaction sees a
+/// transport error.
+pub(super) const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Events of the PBX-facing SIP transports.
 #[derive(Debug)]
@@ -31,8 +35,10 @@ pub enum SipNetEvent {
         /// The datagram.
         bytes: Bytes,
     },
-    /// One SIP message framed from a TCP stream.
+    /// One SIP message framed from a TCP or TLS stream.
     StreamMessage {
+        /// TCP or TLS.
+        transport: StreamTransport,
         /// The connection it came on.
         connection: ConnectionId,
         /// The remote end.
@@ -40,64 +46,16 @@ pub enum SipNetEvent {
         /// The message.
         bytes: Bytes,
     },
-    /// Sending to a TCP peer failed (connect refused or timed out, connection reset, queue full).
+    /// Sending to a stream peer failed (connect refused or timed out, TLS handshake or certificate
+    /// refused, connection reset, queue full).
     TransportError {
+        /// TCP or TLS.
+        transport: StreamTransport,
         /// The remote end.
         peer: SocketAddr,
         /// What went wrong, for the log.
         reason: String,
     },
-}
-
-/// Why a byte stream cannot be split into SIP messages.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum FramingError {
-    /// The header section ended without a usable Content-Length.
-    #[error("missing or invalid Content-Length on a stream transport")]
-    BadContentLength,
-    /// A message would exceed the size limit.
-    #[error("message larger than {0} bytes")]
-    TooLarge(usize),
-}
-
-/// Finds the first complete SIP message in `buffer`.
-///
-/// Returns `(skip, len)`: `skip` bytes of keep-alive CRLFs precede a message of `len` bytes, or `Ok(None)`
-/// when more bytes are needed (after skipping, if `skip` > 0, the caller may drop those bytes).
-pub fn frame_stream_message(buffer: &[u8], max: usize) -> Result<Option<(usize, usize)>, FramingError> {
-    let skip = buffer
-        .iter()
-        .take_while(|&&byte| byte == b'\r' || byte == b'\n')
-        .count();
-    let rest = &buffer[skip..];
-    let Some(head_end) = rest.windows(4).position(|window| window == b"\r\n\r\n") else {
-        if rest.len() > max {
-            return Err(FramingError::TooLarge(max));
-        }
-        return Ok(None);
-    };
-    let head = &rest[..head_end];
-    let mut content_length = None;
-    for line in head.split(|&byte| byte == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|&byte| byte == b':') else {
-            continue;
-        };
-        let name = line[..colon].trim_ascii();
-        if name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l") {
-            let value = std::str::from_utf8(line[colon + 1..].trim_ascii())
-                .ok()
-                .and_then(|text| text.parse::<usize>().ok())
-                .ok_or(FramingError::BadContentLength)?;
-            content_length = Some(value);
-        }
-    }
-    let body = content_length.ok_or(FramingError::BadContentLength)?;
-    let total = head_end + 4 + body;
-    if total > max {
-        return Err(FramingError::TooLarge(max));
-    }
-    Ok((rest.len() >= total).then_some((skip, total)))
 }
 
 /// The UDP socket toward trunks.
@@ -149,20 +107,226 @@ impl SipUdp {
     }
 }
 
-/// TCP connections toward and from trunks.
-#[derive(Clone)]
-pub struct SipTcp {
-    inner: Arc<SipTcpInner>,
+/// The stream transports toward trunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamTransport {
+    /// SIP over TCP.
+    Tcp,
+    /// SIP over TLS over TCP.
+    Tls,
 }
 
-struct SipTcpInner {
+/// Stream connection ids share no space with WebSocket ids, and TCP and TLS share one counter: start high.
+static NEXT_STREAM_CONNECTION: AtomicU64 = AtomicU64::new(1 << 48);
+
+/// The open connections of one stream transport, keyed by remote address, and the task that runs each.
+pub(super) struct StreamConnections {
+    transport: StreamTransport,
     events: mpsc::Sender<SipNetEvent>,
     max_message_bytes: usize,
     /// Shared between the signaling task (sending) and connection tasks (registering/removing);
     /// held only for map lookups, never across an await.
     connections: Mutex<HashMap<SocketAddr, (ConnectionId, mpsc::Sender<Bytes>)>>,
-    next_connection: std::sync::atomic::AtomicU64,
-    shutdown: watch::Receiver<bool>,
+    pub(super) shutdown: watch::Receiver<bool>,
+}
+
+impl StreamConnections {
+    pub(super) fn new(
+        transport: StreamTransport,
+        events: mpsc::Sender<SipNetEvent>,
+        max_message_bytes: usize,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<Self> {
+        Arc::new(StreamConnections {
+            transport,
+            events,
+            max_message_bytes,
+            connections: Mutex::new(HashMap::new()),
+            shutdown,
+        })
+    }
+
+    /// Queues `bytes` toward `peer` on its connection, open or still being opened. When there is none, one is
+    /// registered with `bytes` queued, and the caller must connect and [`StreamConnections::run`] it (or
+    /// [`StreamConnections::abandon`] it): messages sent meanwhile wait for that connection instead of opening
+    /// another.
+    pub(super) fn send_or_register(&self, peer: SocketAddr, bytes: Bytes) -> Option<Registered> {
+        let mut connections = self.lock_connections();
+        if let Some((_, sender)) = connections.get(&peer) {
+            if sender.try_send(bytes).is_err() {
+                drop(connections);
+                self.report_error(peer, "connection queue full or closed".to_owned());
+            }
+            return None;
+        }
+        let (queue, registered) = Self::register_in(&mut connections, peer);
+        // A new channel has room for its first message.
+        let _ = queue.try_send(bytes);
+        Some(registered)
+    }
+
+    /// Registers a connection under `peer` (replacing any other), for a stream that is already connected.
+    pub(super) fn register(&self, peer: SocketAddr) -> Registered {
+        Self::register_in(&mut self.lock_connections(), peer).1
+    }
+
+    fn register_in(
+        connections: &mut HashMap<SocketAddr, (ConnectionId, mpsc::Sender<Bytes>)>,
+        peer: SocketAddr,
+    ) -> (mpsc::Sender<Bytes>, Registered) {
+        let connection = ConnectionId(NEXT_STREAM_CONNECTION.fetch_add(1, Ordering::Relaxed));
+        let (queue, outbound) = mpsc::channel::<Bytes>(STREAM_QUEUE);
+        connections.insert(peer, (connection, queue.clone()));
+        let registered = Registered {
+            peer,
+            connection,
+            outbound,
+        };
+        (queue, registered)
+    }
+
+    /// The connection could not be opened: forgets it (dropping what was queued) and reports `reason`.
+    pub(super) fn abandon(&self, registered: Registered, reason: String) {
+        self.forget(registered.peer, registered.connection);
+        self.report_error(registered.peer, reason);
+    }
+
+    fn forget(&self, peer: SocketAddr, connection: ConnectionId) {
+        let mut connections = self.lock_connections();
+        if connections.get(&peer).is_some_and(|(id, _)| *id == connection) {
+            connections.remove(&peer);
+        }
+    }
+
+    fn lock_connections(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, (ConnectionId, mpsc::Sender<Bytes>)>> {
+        // A poisoned map only means a connection task panicked mid-insert; the map itself is still usable.
+        self.connections
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Tells the gateway that messages toward `peer` cannot be delivered.
+    pub(super) fn report_error(&self, peer: SocketAddr, reason: String) {
+        let events = self.events.clone();
+        let transport = self.transport;
+        tokio::spawn(async move {
+            let _ = events
+                .send(SipNetEvent::TransportError {
+                    transport,
+                    peer,
+                    reason,
+                })
+                .await;
+        });
+    }
+
+    /// Runs a registered connection over `stream` until it closes: queued messages are written, framed
+    /// messages reported.
+    pub(super) fn run<S>(self: &Arc<Self>, stream: S, registered: Registered)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let Registered {
+            peer,
+            connection,
+            mut outbound,
+        } = registered;
+        let streams = self.clone();
+        tokio::spawn(async move {
+            let (mut reader, mut writer) = tokio::io::split(stream);
+            let mut shutdown = streams.shutdown.clone();
+            let mut buffer = BytesMut::with_capacity(8192);
+            let outcome: Result<(), String> = loop {
+                tokio::select! {
+                    read = reader.read_buf(&mut buffer) => match read {
+                        // Transactions still waiting on this connection can get no answer now: an error,
+                        // so that they fail over at once instead of at Timer B.
+                        Ok(0) => break Err("closed by the peer".to_owned()),
+                        Ok(_) => {
+                            if let Err(error) = streams.drain_messages(&mut buffer, connection, peer).await {
+                                break Err(error);
+                            }
+                        }
+                        Err(error) => break Err(format!("read failed: {error}")),
+                    },
+                    message = outbound.recv() => {
+                        let Some(bytes) = message else { break Ok(()) };
+                        // TLS buffers records: without the flush a message can sit in the writer.
+                        let written = match writer.write_all(&bytes).await {
+                            Ok(()) => writer.flush().await,
+                            Err(error) => Err(error),
+                        };
+                        if let Err(error) = written {
+                            break Err(format!("write failed: {error}"));
+                        }
+                    }
+                    _ = shutdown.changed() => break Ok(()),
+                }
+            };
+            streams.forget(peer, connection);
+            if let Err(reason) = outcome {
+                tracing::info!(%peer, transport = ?streams.transport, %reason, "sip stream connection closed");
+                let _ = streams
+                    .events
+                    .send(SipNetEvent::TransportError {
+                        transport: streams.transport,
+                        peer,
+                        reason,
+                    })
+                    .await;
+            }
+        });
+    }
+
+    async fn drain_messages(
+        &self,
+        buffer: &mut BytesMut,
+        connection: ConnectionId,
+        peer: SocketAddr,
+    ) -> Result<(), String> {
+        loop {
+            // A stream that lost its framing cannot be resynchronised: RFC 3261 §18.3 says close it.
+            match next_stream_chunk(buffer).map_err(|error| error.to_string())? {
+                // The first message alone outgrows the limit: waiting for the rest would only buffer more.
+                StreamChunk::Incomplete if buffer.len() > self.max_message_bytes => {
+                    return Err(format!("message larger than {} bytes", self.max_message_bytes));
+                }
+                StreamChunk::Incomplete => return Ok(()),
+                StreamChunk::Keepalive(len) => {
+                    let _ = buffer.split_to(len);
+                }
+                StreamChunk::Message(len) if len > self.max_message_bytes => {
+                    return Err(format!("message larger than {} bytes", self.max_message_bytes));
+                }
+                StreamChunk::Message(len) => {
+                    let event = SipNetEvent::StreamMessage {
+                        transport: self.transport,
+                        connection,
+                        peer,
+                        bytes: buffer.split_to(len).freeze(),
+                    };
+                    if self.events.send(event).await.is_err() {
+                        return Err("gateway shutting down".to_owned());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A connection in the map whose stream is not running yet.
+pub(super) struct Registered {
+    peer: SocketAddr,
+    connection: ConnectionId,
+    outbound: mpsc::Receiver<Bytes>,
+}
+
+/// TCP connections toward and from trunks.
+#[derive(Clone)]
+pub struct SipTcp {
+    streams: Arc<StreamConnections>,
 }
 
 impl SipTcp {
@@ -174,30 +338,26 @@ impl SipTcp {
         shutdown: watch::Receiver<bool>,
     ) -> io::Result<(SipTcp, Option<SocketAddr>)> {
         let tcp = SipTcp {
-            inner: Arc::new(SipTcpInner {
-                events,
-                max_message_bytes,
-                connections: Mutex::new(HashMap::new()),
-                // Stream connection ids share no space with WebSocket ids: start high.
-                next_connection: std::sync::atomic::AtomicU64::new(1 << 48),
-                shutdown,
-            }),
+            streams: StreamConnections::new(StreamTransport::Tcp, events, max_message_bytes, shutdown),
         };
         let Some(address) = address else {
             return Ok((tcp, None));
         };
         let listener = TcpListener::bind(address).await?;
         let bound = listener.local_addr()?;
-        let acceptor = tcp.clone();
+        let streams = tcp.streams.clone();
         tokio::spawn(async move {
-            let mut shutdown = acceptor.inner.shutdown.clone();
+            let mut shutdown = streams.shutdown.clone();
             loop {
                 let accepted = tokio::select! {
                     accepted = listener.accept() => accepted,
                     _ = shutdown.changed() => return,
                 };
                 match accepted {
-                    Ok((stream, peer)) => acceptor.adopt(stream, peer, Vec::new()),
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        streams.run(stream, streams.register(peer));
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "sip tcp accept failed");
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -211,161 +371,34 @@ impl SipTcp {
     /// Sends one message to `peer`, connecting first when no connection to it is open. Failures come back
     /// as [`SipNetEvent::TransportError`].
     pub fn send(&self, peer: SocketAddr, bytes: Bytes) {
-        let existing = self
-            .lock_connections()
-            .get(&peer)
-            .map(|(_, sender)| sender.clone());
-        if let Some(sender) = existing {
-            if sender.try_send(bytes).is_err() {
-                self.report_error(peer, "connection queue full or closed".to_owned());
-            }
+        let Some(registered) = self.streams.send_or_register(peer, bytes) else {
             return;
-        }
-        let tcp = self.clone();
+        };
+        let streams = self.streams.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(peer)).await {
-                Ok(Ok(stream)) => tcp.adopt(stream, peer, vec![bytes]),
-                Ok(Err(error)) => tcp.report_error(peer, format!("connect failed: {error}")),
-                Err(_) => tcp.report_error(peer, "connect timed out".to_owned()),
+            match connect(peer).await {
+                Ok(stream) => streams.run(stream, registered),
+                Err(reason) => streams.abandon(registered, reason),
             }
         });
     }
+}
 
-    fn lock_connections(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, (ConnectionId, mpsc::Sender<Bytes>)>> {
-        // A poisoned map only means a connection task panicked mid-insert; the map itself is still usable.
-        self.inner
-            .connections
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn report_error(&self, peer: SocketAddr, reason: String) {
-        let events = self.inner.events.clone();
-        tokio::spawn(async move {
-            let _ = events.send(SipNetEvent::TransportError { peer, reason }).await;
-        });
-    }
-
-    fn adopt(&self, stream: TcpStream, peer: SocketAddr, first: Vec<Bytes>) {
-        let _ = stream.set_nodelay(true);
-        let connection = ConnectionId(
-            self.inner
-                .next_connection
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        );
-        let (sender, mut outbound) = mpsc::channel::<Bytes>(STREAM_QUEUE);
-        for bytes in first {
-            let _ = sender.try_send(bytes);
+/// Opens a TCP connection to `peer` within [`CONNECT_TIMEOUT`]; the error is a reason for the log.
+pub(super) async fn connect(peer: SocketAddr) -> Result<TcpStream, String> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(peer)).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
         }
-        self.lock_connections().insert(peer, (connection, sender));
-        let tcp = self.clone();
-        tokio::spawn(async move {
-            let (mut reader, mut writer) = stream.into_split();
-            let mut shutdown = tcp.inner.shutdown.clone();
-            let mut buffer = BytesMut::with_capacity(8192);
-            let outcome: Result<(), String> = loop {
-                tokio::select! {
-                    read = reader.read_buf(&mut buffer) => match read {
-                        Ok(0) => break Ok(()),
-                        Ok(_) => {
-                            if let Err(error) = tcp.drain_messages(&mut buffer, connection, peer).await {
-                                break Err(error);
-                            }
-                        }
-                        Err(error) => break Err(format!("read failed: {error}")),
-                    },
-                    message = outbound.recv() => {
-                        let Some(bytes) = message else { break Ok(()) };
-                        if let Err(error) = writer.write_all(&bytes).await {
-                            break Err(format!("write failed: {error}"));
-                        }
-                    }
-                    _ = shutdown.changed() => break Ok(()),
-                }
-            };
-            {
-                let mut connections = tcp.lock_connections();
-                if connections.get(&peer).is_some_and(|(id, _)| *id == connection) {
-                    connections.remove(&peer);
-                }
-            }
-            if let Err(reason) = outcome {
-                tracing::info!(%peer, %reason, "sip tcp connection closed");
-                let _ = tcp
-                    .inner
-                    .events
-                    .send(SipNetEvent::TransportError { peer, reason })
-                    .await;
-            }
-        });
-    }
-
-    async fn drain_messages(
-        &self,
-        buffer: &mut BytesMut,
-        connection: ConnectionId,
-        peer: SocketAddr,
-    ) -> Result<(), String> {
-        loop {
-            match frame_stream_message(buffer, self.inner.max_message_bytes) {
-                Ok(Some((skip, len))) => {
-                    let _ = buffer.split_to(skip);
-                    let bytes = buffer.split_to(len).freeze();
-                    let event = SipNetEvent::StreamMessage {
-                        connection,
-                        peer,
-                        bytes,
-                    };
-                    if self.inner.events.send(event).await.is_err() {
-                        return Err("gateway shutting down".to_owned());
-                    }
-                }
-                Ok(None) => return Ok(()),
-                // A stream that lost its framing cannot be resynchronised: RFC 3261 §18.3 says close it.
-                Err(error) => return Err(error.to_string()),
-            }
-        }
+        Ok(Err(error)) => Err(format!("connect failed: {error}")),
+        Err(_) => Err("connect timed out".to_owned()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn frames_a_message_with_body_and_keepalives() {
-        let message = b"\r\n\r\nBYE sip:a@b SIP/2.0\r\nContent-Length: 4\r\n\r\nbodyNEXT";
-        let (skip, len) = frame_stream_message(message, 65_536).unwrap().unwrap();
-        assert_eq!(skip, 4);
-        assert_eq!(
-            &message[skip..skip + len],
-            b"BYE sip:a@b SIP/2.0\r\nContent-Length: 4\r\n\r\nbody"
-        );
-    }
-
-    #[test]
-    fn waits_for_the_rest_of_a_body() {
-        let message = b"INVITE sip:a@b SIP/2.0\r\nl: 10\r\n\r\nshort";
-        assert_eq!(frame_stream_message(message, 65_536), Ok(None));
-    }
-
-    #[test]
-    fn refuses_missing_length_and_oversize() {
-        assert_eq!(
-            frame_stream_message(b"OPTIONS sip:a SIP/2.0\r\nVia: x\r\n\r\n", 65_536),
-            Err(FramingError::BadContentLength)
-        );
-        assert_eq!(
-            frame_stream_message(b"OPTIONS sip:a SIP/2.0\r\nContent-Length: 99999\r\n\r\n", 65_536),
-            Err(FramingError::TooLarge(65_536))
-        );
-        assert_eq!(
-            frame_stream_message(&[b'a'; 70_000], 65_536),
-            Err(FramingError::TooLarge(65_536))
-        );
-    }
 
     #[tokio::test]
     async fn tcp_round_trip_between_two_endpoints() {
@@ -379,12 +412,52 @@ mod tests {
         let message = Bytes::from_static(b"OPTIONS sip:b SIP/2.0\r\nContent-Length: 0\r\n\r\n");
         a.send(b_addr.unwrap(), message.clone());
         a.send(b_addr.unwrap(), message.clone());
+        let mut connections = Vec::new();
         for _ in 0..2 {
             match b_rx.recv().await.unwrap() {
-                SipNetEvent::StreamMessage { bytes, .. } => assert_eq!(bytes, message),
+                SipNetEvent::StreamMessage {
+                    transport,
+                    connection,
+                    bytes,
+                    ..
+                } => {
+                    assert_eq!(transport, StreamTransport::Tcp);
+                    assert_eq!(bytes, message);
+                    connections.push(connection);
+                }
                 other => panic!("unexpected {other:?}"),
             }
         }
+        // The second message was sent while the first connect was under way: it waited for it.
+        assert_eq!(connections[0], connections[1]);
+    }
+
+    #[tokio::test]
+    async fn keepalives_are_skipped_and_an_oversize_message_closes_the_stream() {
+        let (_stop_tx, stop) = watch::channel(false);
+        let (events, mut rx) = mpsc::channel(8);
+        let (_tcp, bound) = SipTcp::start(Some("127.0.0.1:0".parse().unwrap()), events, 4_096, stop)
+            .await
+            .unwrap();
+        let mut pbx = TcpStream::connect(bound.unwrap()).await.unwrap();
+        let message = b"BYE sip:a@b SIP/2.0\r\nl: 4\r\n\r\nbody";
+        pbx.write_all(b"\r\n\r\n").await.unwrap();
+        pbx.write_all(message).await.unwrap();
+        match rx.recv().await.unwrap() {
+            SipNetEvent::StreamMessage { bytes, .. } => assert_eq!(&bytes[..], &message[..]),
+            other => panic!("unexpected {other:?}"),
+        }
+        pbx.write_all(b"INVITE sip:a@b SIP/2.0\r\nContent-Length: 5000\r\n\r\n")
+            .await
+            .unwrap();
+        pbx.write_all(&[b'v'; 5000]).await.unwrap();
+        assert!(matches!(
+            rx.recv().await,
+            Some(SipNetEvent::TransportError {
+                transport: StreamTransport::Tcp,
+                ..
+            })
+        ));
     }
 
     #[tokio::test]

@@ -22,7 +22,9 @@ pub(crate) struct TrunkSpec {
     pub(crate) name: String,
     /// Where the PBX listens.
     pub(crate) address: SocketAddr,
-    /// `udp` or `tcp`.
+    /// The `--host` given instead of `address`'s IP (a name that resolves to it).
+    pub(crate) host: Option<String>,
+    /// `udp`, `tcp` or `tls`.
     pub(crate) transport: &'static str,
     /// Digest credentials `(username, password)`.
     pub(crate) credentials: Option<(String, String)>,
@@ -36,6 +38,7 @@ impl TrunkSpec {
         TrunkSpec {
             name: name.to_owned(),
             address,
+            host: None,
             transport: "udp",
             credentials: None,
             priority: 0,
@@ -304,7 +307,10 @@ impl Drop for Gateway {
 }
 
 fn add_trunk(callgate: &Callgate, trunk: &TrunkSpec) {
-    let host = trunk.address.ip().to_string();
+    let host = trunk
+        .host
+        .clone()
+        .unwrap_or_else(|| trunk.address.ip().to_string());
     let port = trunk.address.port().to_string();
     let priority = trunk.priority.to_string();
     let mut args = vec![

@@ -9,6 +9,8 @@ pub(crate) mod gateway;
 pub(crate) mod rtp;
 #[allow(dead_code, reason = "only the call tests run SIPp")]
 pub(crate) mod sipp;
+#[allow(dead_code, reason = "only the TLS trunk tests run a TLS PBX")]
+pub(crate) mod tls;
 
 use std::process::{Child, Command, Stdio};
 
