@@ -474,23 +474,24 @@ async fn write_cdr(
     match event {
         CdrEvent::Started {
             widget,
+            dialled,
             trunk,
             source,
             user_agent,
             destination,
         } => {
+            let invalid = |error: db::InvalidValue| error.to_string();
             let new_call = NewCall {
-                widget_id: db::WidgetId(widget.0),
-                widget_name: widget
-                    .1
-                    .parse()
-                    .map_err(|error: db::InvalidValue| error.to_string())?,
+                widget: widget
+                    .map(|(id, name)| Ok::<_, String>((db::WidgetId(id), name.parse().map_err(invalid)?)))
+                    .transpose()?,
+                dialled,
                 trunk: trunk.and_then(|(id, name)| Some((db::TrunkId(id), name.parse().ok()?))),
                 source_ip: source,
                 user_agent,
                 destination: destination
-                    .parse()
-                    .map_err(|error: db::InvalidValue| error.to_string())?,
+                    .map(|destination| destination.parse().map_err(invalid))
+                    .transpose()?,
                 started_at: at,
             };
             let id = db
@@ -510,6 +511,7 @@ async fn write_cdr(
         }
         CdrEvent::Ended {
             cause,
+            refusal,
             trunk,
             browser_status,
             pbx_status,
@@ -524,7 +526,8 @@ async fn write_cdr(
             };
             let end = CallEnd {
                 ended_at: at,
-                end_cause: cause.as_str().to_owned(),
+                // A refusal names the check that refused: more use to an operator than `refused`.
+                end_cause: refusal.unwrap_or(cause.as_str()).to_owned(),
                 ended_by,
                 trunk: trunk.and_then(|(id, name)| Some((db::TrunkId(id), name.parse().ok()?))),
                 browser: leg_summary(browser_status, stats.as_ref().map(|stats| &stats.browser)),
