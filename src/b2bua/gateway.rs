@@ -2047,7 +2047,7 @@ mod tests {
             let mut sent = Vec::new();
             self.outputs.retain(|output| match output {
                 GatewayOutput::Transmit { flow, bytes } if is_browser(flow) == browser => {
-                    // A 400 echoes the malformed headers it answers, which do not parse again.
+                    // Only what parses: a bare CRLF keepalive answer is not a message.
                     sent.extend(message::parse(bytes).ok());
                     false
                 }
