@@ -396,8 +396,10 @@ enum Resolution {
 /// Trunk host names as last resolved, so that a call's route does not wait for DNS (a `getaddrinfo` per
 /// trunk per call, on the path of the INVITE toward the PBX): the trunk reload refreshes them every
 /// [`TRUNK_RELOAD`].
-static RESOLVED: std::sync::Mutex<Option<HashMap<(String, u16), (SocketAddr, Instant)>>> =
-    std::sync::Mutex::new(None);
+static RESOLVED: std::sync::Mutex<Option<ResolvedTrunks>> = std::sync::Mutex::new(None);
+
+/// `(host, port)` → the address it resolved to, and when.
+type ResolvedTrunks = HashMap<(String, u16), (SocketAddr, Instant)>;
 
 async fn resolve(host: &str, port: u16, resolution: Resolution) -> Option<SocketAddr> {
     if let Ok(ip) = host.parse() {
