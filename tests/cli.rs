@@ -32,6 +32,7 @@ on_both_backends!(
     removing_a_trunk_in_use_needs_force,
     call_records_are_listed_and_shown,
     widget_tokens_verify_with_the_widget_secret,
+    widget_secrets_are_exported_only_on_request_and_logged,
 );
 
 const TRUNK_PASSWORD: &str = "s3cret-pw";
@@ -68,6 +69,24 @@ fn add_widget(callgate: &Callgate, name: &str, trunk: &str) -> String {
         "https://shop.example",
     ];
     callgate.run(&args).success()
+}
+
+/// Adds widget `signed`, which requires tokens, on trunk `pbx`.
+fn add_signed_widget(callgate: &Callgate) {
+    callgate
+        .run(&[
+            "widget",
+            "add",
+            "signed",
+            "--trunk",
+            "pbx",
+            "--destination",
+            "100",
+            "--origin",
+            "https://shop.example",
+            "--require-token",
+        ])
+        .success();
 }
 
 /// Reads a widget's secret through the library, to prove the CLI never prints it.
@@ -590,12 +609,12 @@ fn record_calls(callgate: &Callgate) -> (i64, i64) {
             .expect("widget");
         let trunk = widget.trunk.clone().expect("a trunk");
         let call = NewCall {
-            widget_id: widget.id,
-            widget_name: widget.name.clone(),
+            widget: Some((widget.id, widget.name.clone())),
+            dialled: Some(widget.public_id.to_string()),
             trunk: Some((trunk.id, trunk.name)),
             source_ip: "203.0.113.9".parse().expect("an address"),
             user_agent: Some("JsSIP 3.10".to_owned()),
-            destination: widget.destination.clone(),
+            destination: Some(widget.destination.clone()),
             started_at: Timestamp::from_unix_millis(1_763_732_100_000),
         };
         let first = database.calls().start(call.clone()).await.expect("start");
@@ -634,6 +653,38 @@ fn record_calls(callgate: &Callgate) -> (i64, i64) {
     })
 }
 
+/// Records an attempt refused before any widget was found, as the server does for an unknown public id.
+fn record_unknown_widget_attempt(callgate: &Callgate) -> i64 {
+    let url = callgate.database_url().to_owned();
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    runtime.block_on(async move {
+        let database = Database::connect(&url).await.expect("connect");
+        let attempt = NewCall {
+            widget: None,
+            dialled: Some("no-such-widget".to_owned()),
+            trunk: None,
+            source_ip: "198.51.100.4".parse().expect("an address"),
+            user_agent: None,
+            destination: None,
+            started_at: Timestamp::from_unix_millis(1_763_732_300_000),
+        };
+        let id = database.calls().start(attempt).await.expect("start");
+        let end = CallEnd {
+            ended_at: Timestamp::from_unix_millis(1_763_732_300_001),
+            end_cause: "unknown_widget".to_owned(),
+            ended_by: EndedBy::Gateway,
+            trunk: None,
+            browser: LegSummary {
+                final_status: Some(404),
+                ..LegSummary::default()
+            },
+            pbx: LegSummary::default(),
+        };
+        database.calls().finish(id, end).await.expect("finish");
+        id.0
+    })
+}
+
 fn call_records_are_listed_and_shown(callgate: &Callgate) {
     add_trunk(callgate, "main");
     add_widget(callgate, "shop", "main");
@@ -651,8 +702,9 @@ fn call_records_are_listed_and_shown(callgate: &Callgate) {
         .map(|call| &call["id"])
         .collect();
     assert_eq!(ids, [&json!(second), &json!(first)]);
+    let shop_id = parse(&callgate.run(&["widget", "show", "shop", "--json"]).success())["public_id"].clone();
     let expected = json!({
-        "id": first, "widget": "shop", "trunk": "main", "destination": "100", "source_ip": "203.0.113.9",
+        "id": first, "widget": "shop", "dialled": shop_id, "trunk": "main", "destination": "100", "source_ip": "203.0.113.9",
         "user_agent": "JsSIP 3.10", "started_at": "2025-11-21T13:35:00.000Z",
         "answered_at": "2025-11-21T13:35:02.000Z", "ended_at": "2025-11-21T13:35:32.500Z", "talk_ms": 30_500,
         "end_cause": "bye", "ended_by": "browser",
@@ -684,6 +736,42 @@ fn call_records_are_listed_and_shown(callgate: &Callgate) {
     );
     let shown = callgate.run(&["calls", "show", &first_text]).success();
     assert!(shown.contains("talk time:   30.500 s\n"), "{shown}");
+
+    // An attempt no widget took: listed first, with the dialled id where the widget's name would be.
+    let attempt = record_unknown_widget_attempt(callgate);
+    let calls = parse(&callgate.run(&["calls", "list", "--json"]).success());
+    assert_eq!(calls[0]["id"], json!(attempt));
+    for (key, value) in [
+        ("widget", Value::Null),
+        ("dialled", json!("no-such-widget")),
+        ("destination", Value::Null),
+        ("trunk", Value::Null),
+        ("source_ip", json!("198.51.100.4")),
+        ("end_cause", json!("unknown_widget")),
+        ("ended_by", json!("gateway")),
+        ("talk_ms", Value::Null),
+    ] {
+        assert_eq!(calls[0][key], value, "{key}: {:#}", calls[0]);
+    }
+    assert_eq!(calls[0]["browser"]["final_status"], json!(404));
+    let table = callgate.run(&["calls", "list"]).success();
+    let row = table
+        .lines()
+        .find(|line| line.starts_with(&format!("{attempt} ")))
+        .unwrap_or_default();
+    for cell in ["(no-such-widget)", "198.51.100.4", "gateway", "unknown_widget"] {
+        assert!(row.contains(cell), "{cell} not in {row:?}\n{table}");
+    }
+    let shown = callgate.run(&["calls", "show", &attempt.to_string()]).success();
+    for line in [
+        "widget:      -\n",
+        "dialled:     no-such-widget\n",
+        "destination: -\n",
+        "end cause:   unknown_widget\n",
+        "browser leg: status 404,",
+    ] {
+        assert!(shown.contains(line), "{line:?} not in\n{shown}");
+    }
 }
 
 #[test]
@@ -858,20 +946,7 @@ fn widget_tokens_verify_with_the_widget_secret(callgate: &Callgate) {
     let line = callgate.refused(&["widget", "token", "open", "--ttl", "60"], 2, message);
     assert!(line.contains("--require-token"), "{line}");
 
-    callgate
-        .run(&[
-            "widget",
-            "add",
-            "signed",
-            "--trunk",
-            "pbx",
-            "--destination",
-            "100",
-            "--origin",
-            "https://shop.example",
-            "--require-token",
-        ])
-        .success();
+    add_signed_widget(callgate);
     let token = callgate
         .run(&["widget", "token", "signed", "--ttl", "60"])
         .success();
@@ -893,4 +968,57 @@ fn widget_tokens_verify_with_the_widget_secret(callgate: &Callgate) {
         "the secret must not leak into the token"
     );
     callgate.refused(&["widget", "token", "signed", "--ttl", "0"], 2, "error:");
+}
+
+fn widget_secrets_are_exported_only_on_request_and_logged(callgate: &Callgate) {
+    add_trunk(callgate, "pbx");
+    add_widget(callgate, "open", "pbx");
+    let line = callgate.refused(
+        &["widget", "secret", "open"],
+        2,
+        "error: widget 'open' does not require tokens",
+    );
+    assert!(line.contains("--require-token"), "{line}");
+    callgate.refused(
+        &["widget", "secret", "missing"],
+        2,
+        "error: no widget named 'missing'",
+    );
+
+    add_signed_widget(callgate);
+    let secret = widget_secret(callgate, "signed");
+    let outcome = callgate.run(&["widget", "secret", "signed"]);
+    let stderr = outcome.stderr().to_owned();
+    assert_eq!(
+        outcome.success(),
+        format!("{secret}\n"),
+        "stdout is the secret alone"
+    );
+    let audit: Vec<&str> = stderr.lines().collect();
+    assert_eq!(audit.len(), 1, "{stderr}");
+    assert!(
+        audit[0].contains("WARN")
+            && audit[0].contains("widget secret exported")
+            && audit[0].contains("widget=signed"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(&secret),
+        "the secret must not reach the log: {stderr}"
+    );
+
+    // Rotating changes what is exported; no other command prints it.
+    callgate
+        .run(&["widget", "update", "signed", "--rotate-secret"])
+        .success();
+    let rotated = callgate.run(&["widget", "secret", "signed"]).success();
+    assert_ne!(rotated.trim(), secret);
+    for args in [
+        &["widget", "show", "signed"][..],
+        &["widget", "show", "signed", "--json"],
+        &["widget", "list"],
+        &["widget", "list", "--json"],
+    ] {
+        assert!(!callgate.run(args).success().contains(rotated.trim()), "{args:?}");
+    }
 }

@@ -12,8 +12,8 @@
 //! ```text
 //! token   = widget_public_id "." expires "." signature
 //! expires = Unix time in seconds (decimal) after which the token is refused
-//! signature = base64url-without-padding( HMAC-SHA256( key = the widget secret as printed by
-//!             `callgate widget show`, message = widget_public_id "." expires ) )
+//! signature = base64url-without-padding( HMAC-SHA256( key = the widget secret as exported by
+//!             `callgate widget secret`, message = widget_public_id "." expires ) )
 //! ```
 //!
 //! In Python: `sig = base64.urlsafe_b64encode(hmac.new(secret.encode(), f"{wid}.{exp}".encode(),

@@ -258,18 +258,21 @@ pub enum MediaReply {
 /// What the call record needs at each step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CdrEvent {
-    /// The INVITE was admitted and routed.
+    /// A browser's INVITE arrived: once the widget lookup answered, or at once when the INVITE is refused
+    /// before any lookup (every attempt gets a record).
     Started {
-        /// The widget's id and name.
-        widget: (i64, String),
+        /// The widget's id and name; `None` when no widget has the dialled public id.
+        widget: Option<(i64, String)>,
+        /// The public id in the Request-URI, if it carried one.
+        dialled: Option<String>,
         /// The first trunk tried.
         trunk: Option<(i64, String)>,
         /// The browser's address.
         source: IpAddr,
         /// The browser's user agent.
         user_agent: Option<String>,
-        /// What is called.
-        destination: String,
+        /// What is called; `None` without a widget.
+        destination: Option<String>,
     },
     /// The PBX answered.
     Answered,
@@ -277,6 +280,8 @@ pub enum CdrEvent {
     Ended {
         /// Why.
         cause: EndCause,
+        /// For a refused call, which check refused it ([`Refusal::reason`]): the record's end cause then.
+        refusal: Option<&'static str>,
         /// The trunk that carried the call last.
         trunk: Option<(i64, String)>,
         /// Final status toward the browser.
@@ -411,6 +416,8 @@ struct CallEntry {
     token: Option<String>,
     public_id: String,
     started: Instant,
+    /// Why the call was refused, for its record.
+    refusal: Option<&'static str>,
     /// Set when the call finished: it is forgotten [`LINGER`] later.
     forget_at: Option<Instant>,
 }
@@ -583,15 +590,12 @@ impl Gateway {
                 }
                 *route
             }
-            RouteLookup::NotFound => return self.refuse(now, call, Refusal::UnknownWidget),
+            RouteLookup::NotFound => return self.refuse_unrouted(now, call, Refusal::UnknownWidget),
             RouteLookup::Failed => {
-                return self.refuse(
-                    now,
-                    call,
-                    Refusal::GatewayFull {
-                        retry_after: Duration::from_secs(5),
-                    },
-                );
+                let refusal = Refusal::GatewayFull {
+                    retry_after: Duration::from_secs(5),
+                };
+                return self.refuse_unrouted(now, call, refusal);
             }
         };
         let first_trunk = route
@@ -602,11 +606,12 @@ impl Gateway {
         self.outputs.push_back(GatewayOutput::Cdr {
             call,
             event: CdrEvent::Started {
-                widget: (route.widget_id, route.name.clone()),
+                widget: Some((route.widget_id, route.name.clone())),
+                dialled: Some(route.public_id.clone()),
                 trunk: first_trunk,
                 source: entry.source.peer.ip(),
                 user_agent: entry.source.user_agent.clone(),
-                destination: route.destination.clone(),
+                destination: Some(route.destination.clone()),
             },
         });
         if !route.enabled {
@@ -767,10 +772,63 @@ impl Gateway {
         }
     }
 
-    fn refuse(&mut self, now: Instant, call: CallRef, refusal: Refusal) {
+    /// Refuses a call whose widget is unknown (or could not be looked up), recording the attempt without one.
+    fn refuse_unrouted(&mut self, now: Instant, call: CallRef, refusal: Refusal) {
         let Some(entry) = self.calls.get(&call) else {
             return;
         };
+        let event = attempt_started(&entry.source, Some(entry.public_id.clone()));
+        self.outputs.push_back(GatewayOutput::Cdr { call, event });
+        self.refuse(now, call, refusal);
+    }
+
+    /// Answers a browser's INVITE refused before it became a call (no plausible widget id, no offer, a
+    /// draining gateway) and records the attempt: a record that starts and ends at once.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "each argument is a distinct part of the attempt's record"
+    )]
+    fn refuse_attempt(
+        &mut self,
+        now: Instant,
+        key: &TransactionKey,
+        request: &Request,
+        source: &BrowserConnection,
+        status: u16,
+        cause: EndCause,
+        refusal: Option<Refusal>,
+    ) {
+        self.respond(key, request, status, now);
+        let call = self.next_call;
+        self.next_call += 1;
+        let dialled = request
+            .uri
+            .user()
+            .filter(|user| !user.is_empty())
+            .map(str::to_owned);
+        let started = attempt_started(source, dialled);
+        self.outputs
+            .push_back(GatewayOutput::Cdr { call, event: started });
+        self.outputs.push_back(GatewayOutput::Cdr {
+            call,
+            event: CdrEvent::Ended {
+                cause,
+                refusal: refusal.as_ref().map(Refusal::reason),
+                trunk: None,
+                browser_status: Some(status),
+                pbx_status: None,
+            },
+        });
+        if let Some(refusal) = refusal {
+            self.outputs.push_back(GatewayOutput::Refused { call, refusal });
+        }
+    }
+
+    fn refuse(&mut self, now: Instant, call: CallRef, refusal: Refusal) {
+        let Some(entry) = self.calls.get_mut(&call) else {
+            return;
+        };
+        entry.refusal = Some(refusal.reason());
         tracing::info!(
             call,
             peer = %entry.source.peer,
@@ -1018,17 +1076,23 @@ impl Gateway {
                 .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_');
         if !plausible_id {
             tracing::info!(peer = %source.peer, reason = "unknown_widget", "call refused: malformed widget id");
-            return self.respond(&key, &request, 404, now);
+            let refusal = Some(Refusal::UnknownWidget);
+            return self.refuse_attempt(now, &key, &request, &source, 404, EndCause::Refused, refusal);
         }
         let is_sdp = request
             .content_type()
             .is_some_and(|value| value.to_ascii_lowercase().starts_with("application/sdp"));
         if request.body.is_empty() || !is_sdp {
             // An INVITE without an offer would need the offer in our 2xx; browsers always send one.
-            return self.respond(&key, &request, 488, now);
+            tracing::info!(peer = %source.peer, "call refused: INVITE without an SDP offer");
+            return self.refuse_attempt(now, &key, &request, &source, 488, EndCause::MediaFailed, None);
         }
         if self.drain_deadline.is_some() {
-            return self.respond(&key, &request, 503, now);
+            tracing::info!(peer = %source.peer, reason = "gateway_full", "call refused: draining");
+            let refusal = Some(Refusal::GatewayFull {
+                retry_after: Duration::ZERO,
+            });
+            return self.refuse_attempt(now, &key, &request, &source, 503, EndCause::Refused, refusal);
         }
         let call = self.next_call;
         self.next_call += 1;
@@ -1066,6 +1130,7 @@ impl Gateway {
             token,
             public_id,
             started: now,
+            refusal: None,
             forget_at: None,
         };
         self.calls.insert(call, entry);
@@ -1409,6 +1474,18 @@ fn is_browser(flow: &Flow) -> bool {
 /// over the WebSocket the dialog came in on), so an `.invalid` name is honest.
 const BROWSER_SIDE_HOST: &str = "callgate.invalid";
 
+/// The record of a browser's attempt before (or without) a widget.
+fn attempt_started(source: &BrowserConnection, dialled: Option<String>) -> CdrEvent {
+    CdrEvent::Started {
+        widget: None,
+        dialled,
+        trunk: None,
+        source: source.peer.ip(),
+        user_agent: source.user_agent.clone(),
+        destination: None,
+    }
+}
+
 /// The session timer the PBX's 2xx set (RFC 4028 §7.2): who refreshes, and how often.
 fn session_timer_of(response: &Response) -> Option<SessionTimer> {
     let Some(value) = response.header_value("Session-Expires") else {
@@ -1628,6 +1705,7 @@ impl Gateway {
                     call,
                     event: CdrEvent::Ended {
                         cause,
+                        refusal: entry.refusal,
                         trunk,
                         browser_status,
                         pbx_status,
@@ -1976,7 +2054,7 @@ mod tests {
             let mut sent = Vec::new();
             self.outputs.retain(|output| match output {
                 GatewayOutput::Transmit { flow, bytes } if is_browser(flow) == browser => {
-                    // A 400 echoes the malformed headers it answers, which do not parse again.
+                    // Only what parses: a bare CRLF keepalive answer is not a message.
                     sent.extend(message::parse(bytes).ok());
                     false
                 }
@@ -2367,5 +2445,129 @@ mod tests {
             })
             .collect();
         assert_eq!(methods, vec![Method::Bye]);
+    }
+
+    /// The record events of `call`, in order.
+    fn records(h: &mut Harness) -> Vec<CdrEvent> {
+        h.drain();
+        h.outputs
+            .iter()
+            .filter_map(|output| match output {
+                GatewayOutput::Cdr { event, .. } => Some(event.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn status_sent(h: &mut Harness) -> Vec<u16> {
+        h.sent(true)
+            .iter()
+            .filter_map(|message| match message {
+                SipMessage::Response(response) => Some(response.status_code.code()),
+                SipMessage::Request(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_unknown_widget_leaves_a_record_with_its_cause() {
+        let mut h = Harness::new();
+        h.receive_from_browser(&invite("call-1", "no-such-widget"));
+        let GatewayOutput::LookupWidget { call, .. } =
+            h.take(|o| matches!(o, GatewayOutput::LookupWidget { .. }))
+        else {
+            unreachable!()
+        };
+        h.gateway.handle_route(h.now, 0, call, RouteLookup::NotFound);
+        assert_eq!(status_sent(&mut h), [100, 404]);
+        let source: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(
+            records(&mut h),
+            [
+                CdrEvent::Started {
+                    widget: None,
+                    dialled: Some("no-such-widget".to_owned()),
+                    trunk: None,
+                    source,
+                    user_agent: Some("JsSIP 3.10".to_owned()),
+                    destination: None,
+                },
+                CdrEvent::Ended {
+                    cause: EndCause::Refused,
+                    refusal: Some("unknown_widget"),
+                    trunk: None,
+                    browser_status: Some(404),
+                    pbx_status: None,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn attempts_refused_before_any_lookup_are_recorded() {
+        let mut h = Harness::new();
+        h.receive_from_browser(&invite("call-1", "bad%20id"));
+        assert_eq!(status_sent(&mut h), [100, 404]);
+        let started = |dialled: &str| CdrEvent::Started {
+            widget: None,
+            dialled: Some(dialled.to_owned()),
+            trunk: None,
+            source: "127.0.0.1".parse().unwrap(),
+            user_agent: Some("JsSIP 3.10".to_owned()),
+            destination: None,
+        };
+        let ended = |cause, refusal, status| CdrEvent::Ended {
+            cause,
+            refusal,
+            trunk: None,
+            browser_status: Some(status),
+            pbx_status: None,
+        };
+        assert_eq!(
+            records(&mut h),
+            [
+                started("bad%20id"),
+                ended(EndCause::Refused, Some("unknown_widget"), 404)
+            ]
+        );
+        assert!(h.outputs.iter().any(|o| matches!(
+            o,
+            GatewayOutput::Refused {
+                refusal: Refusal::UnknownWidget,
+                ..
+            }
+        )));
+        h.outputs.clear();
+
+        let no_offer = String::from_utf8(invite("call-2", "WIDGET_id-1"))
+            .unwrap()
+            .replace("Content-Type: application/sdp\r\n", "");
+        h.receive_from_browser(no_offer.as_bytes());
+        assert_eq!(status_sent(&mut h), [100, 488]);
+        assert_eq!(
+            records(&mut h),
+            [started("WIDGET_id-1"), ended(EndCause::MediaFailed, None, 488)]
+        );
+        h.outputs.clear();
+
+        let later = h.now + Duration::from_secs(30);
+        h.gateway.drain(h.now, later);
+        h.receive_from_browser(&invite("call-3", "WIDGET_id-1"));
+        assert_eq!(status_sent(&mut h), [100, 503]);
+        assert_eq!(
+            records(&mut h),
+            [
+                started("WIDGET_id-1"),
+                ended(EndCause::Refused, Some("gateway_full"), 503)
+            ]
+        );
+        let mut calls: Vec<CallRef> = Vec::new();
+        for output in &h.outputs {
+            if let GatewayOutput::Cdr { call, .. } = output {
+                calls.push(*call);
+            }
+        }
+        assert_eq!(calls[0], calls[1], "one record per attempt");
+        assert_eq!(h.gateway.active_calls(), 0);
     }
 }

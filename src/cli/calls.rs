@@ -56,8 +56,8 @@ pub(super) async fn run(command: CallsCommand, database: &Database) -> Result<St
                 table.row(vec![
                     call.id.to_string(),
                     call.started_at.to_string(),
-                    call.widget_name.to_string(),
-                    call.destination.to_string(),
+                    widget_cell(call),
+                    or_dash(call.destination.as_ref()),
                     call.source_ip.to_string(),
                     or_dash(talk_millis(call).map(seconds)),
                     or_dash(call.ended_by),
@@ -74,6 +74,16 @@ pub(super) async fn run(command: CallsCommand, database: &Database) -> Result<St
                 describe(&call)
             })
         }
+    }
+}
+
+/// The widget's name; for an attempt no widget took, the public id dialled in parentheses (names cannot
+/// contain them, so the two are never confused).
+fn widget_cell(call: &CallRecord) -> String {
+    match (&call.widget_name, &call.dialled) {
+        (Some(name), _) => name.to_string(),
+        (None, Some(dialled)) => format!("({dialled})"),
+        (None, None) => "-".to_owned(),
     }
 }
 
@@ -99,9 +109,10 @@ fn describe(call: &CallRecord) -> String {
     };
     fields(&[
         ("id", call.id.to_string()),
-        ("widget", call.widget_name.to_string()),
+        ("widget", or_dash(call.widget_name.as_ref())),
+        ("dialled", or_dash(call.dialled.as_ref())),
         ("trunk", or_dash(call.trunk_name.as_ref())),
-        ("destination", call.destination.to_string()),
+        ("destination", or_dash(call.destination.as_ref())),
         ("source ip", call.source_ip.to_string()),
         ("user agent", or_dash(call.user_agent.as_ref())),
         ("started", call.started_at.to_string()),
@@ -115,13 +126,16 @@ fn describe(call: &CallRecord) -> String {
     ])
 }
 
-/// A call record as `--json` prints it. The keys are an interface: add keys, never rename them.
+/// A call record as `--json` prints it. The keys are an interface: add keys, never rename them. `widget`
+/// and `destination` are null for attempts no widget took (an unknown public id, a draining gateway).
 #[derive(Serialize)]
 struct CallView {
     id: i64,
-    widget: String,
+    widget: Option<String>,
+    /// The public id in the browser's Request-URI.
+    dialled: Option<String>,
     trunk: Option<String>,
-    destination: String,
+    destination: Option<String>,
     source_ip: String,
     user_agent: Option<String>,
     started_at: String,
@@ -160,9 +174,10 @@ impl From<&CallRecord> for CallView {
     fn from(call: &CallRecord) -> Self {
         Self {
             id: call.id.0,
-            widget: call.widget_name.to_string(),
+            widget: call.widget_name.as_ref().map(ToString::to_string),
+            dialled: call.dialled.clone(),
             trunk: call.trunk_name.as_ref().map(ToString::to_string),
-            destination: call.destination.to_string(),
+            destination: call.destination.as_ref().map(ToString::to_string),
             source_ip: call.source_ip.to_string(),
             user_agent: call.user_agent.clone(),
             started_at: call.started_at.to_string(),

@@ -2,7 +2,8 @@
 //! `check-config`.
 //!
 //! Output: `list` prints an aligned table, `--json` an array of objects whose snake_case keys are stable;
-//! `show` prints one record as `key: value` lines or one JSON object. Passwords and secrets never appear.
+//! `show` prints one record as `key: value` lines or one JSON object. Passwords and secrets never appear,
+//! except through `widget secret`, the explicit (and logged) export of a widget's token-signing secret.
 //! A failure is one line on stderr starting with `error: ` and leaves the database unchanged.
 
 mod calls;
@@ -197,7 +198,13 @@ async fn execute(cli: Cli) -> Result<String, CliError> {
             Ok(String::new())
         }
         Command::Trunk(command) => trunk::run(command, &open(&database_url()?).await?).await,
-        Command::Widget(command) => widget::run(command, &open(&database_url()?).await?).await,
+        Command::Widget(command) => {
+            if command.exports_secret() {
+                // The export is audited: its warn line goes wherever the gateway's log lines go.
+                init_logging(&effective_config(cli.database.clone(), cli.config.as_deref())?.log)?;
+            }
+            widget::run(command, &open(&database_url()?).await?).await
+        }
         Command::Calls(command) => calls::run(command, &open(&database_url()?).await?).await,
         Command::Migrate => {
             let database = Database::connect(&database_url()?).await?;

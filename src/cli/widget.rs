@@ -32,6 +32,16 @@ pub(super) enum WidgetCommand {
     /// Print a signed token for a widget created with --require-token, valid for --ttl seconds. Website
     /// backends mint their own the same way: see the README's "Widget tokens".
     Token(TokenArgs),
+    /// Print the widget's token-signing secret (and nothing else) on stdout, for the website backend that
+    /// mints tokens. The one command that prints a secret: each export is logged at warn level.
+    Secret(NameArg),
+}
+
+impl WidgetCommand {
+    /// Whether the command prints a secret, so that its audit line needs the log set up.
+    pub(super) fn exports_secret(&self) -> bool {
+        matches!(self, Self::Secret(_))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -292,6 +302,20 @@ pub(super) async fn run(command: WidgetCommand, database: &Database) -> Result<S
             let token =
                 crate::admission::mint_token(widget.public_id.as_str(), secret.expose(), now + args.ttl);
             Ok(format!("{token}\n"))
+        }
+        WidgetCommand::Secret(args) => {
+            let widget = widgets.by_name(&args.name).await?;
+            let Some(secret) = widget.secret.as_ref() else {
+                return Err(CliError::NoTokenSecret(args.name));
+            };
+            // The audit trail of who took the key that opens the widget; the secret itself is never logged.
+            tracing::warn!(
+                widget = %widget.name,
+                public_id = %widget.public_id,
+                user = %std::env::var("USER").unwrap_or_else(|_| "-".to_owned()),
+                "widget secret exported"
+            );
+            Ok(format!("{}\n", secret.expose()))
         }
     }
 }

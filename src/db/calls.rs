@@ -1,4 +1,6 @@
-//! Call detail records: one row per call, written when it starts and completed when it is answered and ends.
+//! Call detail records: one row per call attempt, written when it starts and completed when it is answered
+//! and ends. Attempts refused before a widget is known (an unknown or malformed public id, a draining or
+//! overloaded gateway) get a row too, without widget and destination but with the public id dialled.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -77,18 +79,20 @@ pub struct LegSummary {
 /// A call as it starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewCall {
-    /// The widget called through.
-    pub widget_id: WidgetId,
-    /// Its name, kept in the record after the widget is gone.
-    pub widget_name: Name,
+    /// The widget called through and its name (kept in the record after the widget is gone); `None` when
+    /// no widget has the dialled public id.
+    pub widget: Option<(WidgetId, Name)>,
+    /// The public id in the Request-URI, as dialled (shortened and stripped of control characters when
+    /// stored); `None` when the URI carried none.
+    pub dialled: Option<String>,
     /// The first trunk tried.
     pub trunk: Option<(TrunkId, Name)>,
     /// The browser's address.
     pub source_ip: IpAddr,
     /// The browser's `User-Agent` (shortened and stripped of control characters when stored).
     pub user_agent: Option<String>,
-    /// What is called.
-    pub destination: Destination,
+    /// What is called; `None` when no widget was found.
+    pub destination: Option<Destination>,
     /// When the INVITE arrived.
     pub started_at: Timestamp,
 }
@@ -117,8 +121,10 @@ pub struct CallRecord {
     pub id: CallId,
     /// The widget, while it exists.
     pub widget_id: Option<WidgetId>,
-    /// The widget's name when the call was made.
-    pub widget_name: Name,
+    /// The widget's name when the call was made; `None` when no widget had the dialled public id.
+    pub widget_name: Option<Name>,
+    /// The public id the browser dialled, if its Request-URI carried one.
+    pub dialled: Option<String>,
     /// The trunk, while it exists.
     pub trunk_id: Option<TrunkId>,
     /// The trunk's name when the call was made.
@@ -127,8 +133,8 @@ pub struct CallRecord {
     pub source_ip: IpAddr,
     /// The browser's user agent.
     pub user_agent: Option<String>,
-    /// What was called.
-    pub destination: Destination,
+    /// What was called; `None` when no widget was found.
+    pub destination: Option<Destination>,
     /// When the INVITE arrived.
     pub started_at: Timestamp,
     /// When the PBX answered.
@@ -158,7 +164,7 @@ pub struct Calls<'a> {
 macro_rules! select_calls {
     ($rest:literal) => {
         concat!(
-            "SELECT id, widget_id, widget_name, trunk_id, trunk_name, source_ip, user_agent, destination, \
+            "SELECT id, widget_id, widget_name, dialled, trunk_id, trunk_name, source_ip, user_agent, destination, \
              started_at, answered_at, ended_at, end_cause, ended_by, browser_status, browser_codec, \
              browser_packets_sent, browser_packets_received, browser_packets_lost, pbx_status, pbx_codec, \
              pbx_packets_sent, pbx_packets_received, pbx_packets_lost FROM calls ",
@@ -175,18 +181,20 @@ impl<'a> Calls<'a> {
     /// Records a call as it starts and returns its id.
     pub async fn start(&self, call: NewCall) -> Result<CallId, DbError> {
         let (trunk_id, trunk_name) = call.trunk.map(|(id, name)| (id.0, name.to_string())).unzip();
+        let (widget_id, widget_name) = call.widget.map(|(id, name)| (id.0, name.to_string())).unzip();
         let id = with_pool!(self.database, |pool| {
             sqlx::query_scalar::<_, i64>(
-                "INSERT INTO calls (widget_id, widget_name, trunk_id, trunk_name, source_ip, user_agent, \
-                 destination, started_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+                "INSERT INTO calls (widget_id, widget_name, dialled, trunk_id, trunk_name, source_ip, \
+                 user_agent, destination, started_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
             )
-            .bind(call.widget_id.0)
-            .bind(call.widget_name.as_str())
+            .bind(widget_id)
+            .bind(widget_name)
+            .bind(call.dialled.as_deref().map(printable))
             .bind(trunk_id)
             .bind(trunk_name)
             .bind(call.source_ip.to_string())
             .bind(call.user_agent.as_deref().map(printable))
-            .bind(call.destination.as_str())
+            .bind(call.destination.as_ref().map(Destination::as_str))
             .bind(call.started_at.unix_millis())
             .fetch_one(pool)
             .await?
@@ -290,12 +298,13 @@ fn saturating_i64(count: u64) -> i64 {
 struct CallRow {
     id: i64,
     widget_id: Option<i64>,
-    widget_name: String,
+    widget_name: Option<String>,
+    dialled: Option<String>,
     trunk_id: Option<i64>,
     trunk_name: Option<String>,
     source_ip: String,
     user_agent: Option<String>,
-    destination: String,
+    destination: Option<String>,
     started_at: i64,
     answered_at: Option<i64>,
     ended_at: Option<i64>,
@@ -330,12 +339,13 @@ impl TryFrom<CallRow> for CallRecord {
         Ok(Self {
             id: CallId(row.id),
             widget_id: row.widget_id.map(WidgetId),
-            widget_name: stored.text("widget_name", &row.widget_name)?,
+            widget_name: stored.optional_text("widget_name", row.widget_name.as_deref())?,
+            dialled: row.dialled,
             trunk_id: row.trunk_id.map(TrunkId),
             trunk_name: stored.optional_text("trunk_name", row.trunk_name.as_deref())?,
             source_ip,
             user_agent: row.user_agent,
-            destination: stored.text("destination", &row.destination)?,
+            destination: stored.optional_text("destination", row.destination.as_deref())?,
             started_at: Timestamp::from_unix_millis(row.started_at),
             answered_at: row.answered_at.map(Timestamp::from_unix_millis),
             ended_at: row.ended_at.map(Timestamp::from_unix_millis),
@@ -387,12 +397,12 @@ mod tests {
             }
         };
         NewCall {
-            widget_id: widget.id,
-            widget_name: widget.name,
+            widget: Some((widget.id, widget.name)),
+            dialled: Some(widget.public_id.to_string()),
             trunk: Some((trunk.id, trunk.name)),
             source_ip: "203.0.113.9".parse().unwrap(),
             user_agent: Some("Mozilla/5.0 JsSIP".to_owned()),
-            destination: widget.destination,
+            destination: Some(widget.destination),
             started_at: Timestamp::from_unix_millis(started_at),
         }
     }
@@ -433,10 +443,12 @@ mod tests {
         };
         database.calls().finish(id, end).await.unwrap();
         let (trunk_id, trunk_name) = call.trunk.unzip();
+        let (widget_id, widget_name) = call.widget.unzip();
         let expected = CallRecord {
             id,
-            widget_id: Some(call.widget_id),
-            widget_name: call.widget_name,
+            widget_id,
+            widget_name,
+            dialled: call.dialled,
             trunk_id,
             trunk_name,
             source_ip: call.source_ip,
@@ -516,8 +528,43 @@ mod tests {
         assert_eq!((record.widget_id, record.trunk_id), (None, None));
         assert_eq!(
             (record.widget_name, record.trunk_name),
-            (name("shop"), Some(name("main")))
+            (Some(name("shop")), Some(name("main")))
         );
+    }
+
+    async fn attempts_without_a_widget_are_recorded(database: &Database) {
+        let call = NewCall {
+            widget: None,
+            dialled: Some("no-such-widget\u{7}".to_owned()),
+            trunk: None,
+            source_ip: "2001:db8::7".parse().unwrap(),
+            user_agent: None,
+            destination: None,
+            started_at: Timestamp::from_unix_millis(5_000),
+        };
+        let id = database.calls().start(call).await.unwrap();
+        let end = CallEnd {
+            ended_at: Timestamp::from_unix_millis(5_001),
+            end_cause: "unknown_widget".to_owned(),
+            ended_by: EndedBy::Gateway,
+            trunk: None,
+            browser: LegSummary {
+                final_status: Some(404),
+                ..LegSummary::default()
+            },
+            pbx: LegSummary::default(),
+        };
+        database.calls().finish(id, end).await.unwrap();
+        let record = database.calls().by_id(id).await.unwrap();
+        assert_eq!(
+            (record.widget_id, record.widget_name, record.destination),
+            (None, None, None)
+        );
+        assert_eq!(record.dialled.as_deref(), Some("no-such-widget?"));
+        assert_eq!(record.source_ip, "2001:db8::7".parse::<IpAddr>().unwrap());
+        assert_eq!(record.end_cause.as_deref(), Some("unknown_widget"));
+        assert_eq!(record.ended_by, Some(EndedBy::Gateway));
+        assert_eq!(record.browser.final_status, Some(404));
     }
 
     on_both_backends!(
@@ -526,5 +573,60 @@ mod tests {
         unknown_ids_are_reported,
         network_text_is_made_printable_and_short,
         records_outlive_their_widget_and_trunk,
+        attempts_without_a_widget_are_recorded,
     );
+
+    /// Applies only the first migration, records a trunk, a widget and a call the way callgate 0001 did, then
+    /// migrates to the current schema: the call keeps its widget and gains the public id dialled.
+    async fn calls_from_before_survive_the_refused_calls_migration(url: &str, dialect: &str) {
+        let database = Database::connect(url).await.unwrap();
+        let first_only = tempfile::tempdir().unwrap();
+        let initial = format!("{}/sql/{dialect}/0001_initial.sql", env!("CARGO_MANIFEST_DIR"));
+        std::fs::copy(initial, first_only.path().join("0001_initial.sql")).unwrap();
+        let initial_schema = sqlx::migrate::Migrator::new(first_only.path()).await.unwrap();
+        with_pool!(database, |pool| initial_schema.run(pool).await.unwrap());
+        let trunk = NewTrunk::new(name("main"), "pbx.example".parse().unwrap());
+        database.trunks().add(trunk).await.unwrap();
+        let origins = "https://shop.example".parse().unwrap();
+        let widget = NewWidget::new(name("shop"), name("main"), "100".parse().unwrap(), origins);
+        let widget = database.widgets().add(widget).await.unwrap();
+        with_pool!(database, |pool| {
+            sqlx::query(
+                "INSERT INTO calls (widget_id, widget_name, source_ip, destination, started_at, end_cause) \
+                 VALUES ($1, 'shop', '203.0.113.9', '100', 1000, 'bye')",
+            )
+            .bind(widget.id.0)
+            .execute(pool)
+            .await
+            .unwrap();
+        });
+        database.migrate().await.unwrap();
+        let records = database.calls().list(10).await.unwrap();
+        assert_eq!(records.len(), 1);
+        let record = &records[0];
+        assert_eq!(record.widget_id, Some(widget.id));
+        assert_eq!(record.widget_name, Some(name("shop")));
+        assert_eq!(record.dialled.as_deref(), Some(widget.public_id.as_str()));
+        assert_eq!(record.destination, Some("100".parse().unwrap()));
+        assert_eq!(record.end_cause.as_deref(), Some("bye"));
+        let next = database
+            .calls()
+            .start(new_call(&database, 2_000).await)
+            .await
+            .unwrap();
+        assert!(next.0 > record.id.0);
+        database.close().await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_calls_from_before_survive_the_refused_calls_migration() {
+        let test_database = crate::db::test_databases::TestDatabase::sqlite();
+        calls_from_before_survive_the_refused_calls_migration(test_database.url(), "sqlite").await;
+    }
+
+    #[tokio::test]
+    async fn postgres_calls_from_before_survive_the_refused_calls_migration() {
+        let test_database = crate::db::test_databases::TestDatabase::postgres();
+        calls_from_before_survive_the_refused_calls_migration(test_database.url(), "postgres").await;
+    }
 }

@@ -13,12 +13,14 @@
 //! - [`rtcp`]: RTCP sender/receiver reports and RFC 3550 reception statistics.
 //! - [`rtp_leg`]: the PBX-facing RTP leg of one call: symmetric RTP, RTCP, continuity across hold.
 //! - [`webrtc_leg`]: the browser-facing leg (str0m, ICE-lite, DTLS-SRTP), one per call.
+//! - [`dtls_provider`]: str0m's crypto with the DTLS configuration (and its self-test) built once, not per call.
 //! - [`demux`]: O(1) routing of a media worker socket's datagrams to WebRTC legs.
 //! - [`session`]: one call's media: both legs and the pipeline between them (passthrough or jitter
 //!   buffers and codecs), DTMF, hold, media timeout and the call's statistics.
 //! - [`webrtc_client`]: the browser side of a WebRTC call, for tests and the load generator.
 
 pub mod demux;
+pub mod dtls_provider;
 pub mod dtmf;
 pub mod g711;
 pub mod jitter;

@@ -1006,6 +1006,7 @@ impl WebrtcLeg {
 /// The str0m configuration of a leg answering with `codec`, and telephone-event at `event_rate`.
 fn rtc_config(codec: OfferedCodec, event_rate: Option<u32>, config: &WebrtcLegConfig) -> RtcConfig {
     let mut rtc = Rtc::builder()
+        .set_crypto_provider(crate::media::dtls_provider::crypto_provider())
         .set_ice_lite(true)
         .set_rtp_mode(true)
         .set_stats_interval(Some(config.stats_interval))

@@ -265,7 +265,11 @@ async fn lookup_route(db: &Database, tls: &SipTls, public_id: &str) -> RouteLook
     let Ok(id) = public_id.parse::<db::PublicId>() else {
         return RouteLookup::NotFound;
     };
-    let widget = match db.widgets().by_public_id(&id).await {
+    // Both queries at once: the INVITE toward the PBX waits for them.
+    let widgets = db.widgets();
+    let all_trunks = db.trunks();
+    let (widget, trunks) = tokio::join!(widgets.by_public_id(&id), all_trunks.list());
+    let widget = match widget {
         Ok(widget) => widget,
         Err(db::DbError::PublicIdNotFound(_)) => return RouteLookup::NotFound,
         Err(error) => {
@@ -273,7 +277,7 @@ async fn lookup_route(db: &Database, tls: &SipTls, public_id: &str) -> RouteLook
             return RouteLookup::Failed;
         }
     };
-    let trunks = match db.trunks().list().await {
+    let trunks = match trunks {
         Ok(trunks) => trunks,
         Err(error) => {
             tracing::warn!(%error, "trunk lookup failed");
@@ -292,7 +296,7 @@ async fn lookup_route(db: &Database, tls: &SipTls, public_id: &str) -> RouteLook
     );
     let mut targets = Vec::with_capacity(ordered.len());
     for trunk in ordered {
-        match trunk_target(trunk, tls).await {
+        match trunk_target(trunk, tls, Resolution::Cached).await {
             Some(target) => targets.push(target),
             None => tracing::warn!(trunk = %trunk.name, host = %trunk.host, "trunk address does not resolve"),
         }
@@ -329,7 +333,7 @@ async fn reload_trunks(
             Ok(trunks) => {
                 let mut monitored = Vec::with_capacity(trunks.len());
                 for trunk in trunks.iter().filter(|trunk| trunk.enabled) {
-                    if let Some(target) = trunk_target(trunk, &tls).await {
+                    if let Some(target) = trunk_target(trunk, &tls, Resolution::Fresh).await {
                         monitored.push(MonitoredTrunk {
                             id: target.id,
                             name: target.name,
@@ -359,7 +363,7 @@ async fn reload_trunks(
 
 /// The trunk as the gateway needs it; a TLS trunk's host is also recorded as the name its certificate must
 /// carry.
-async fn trunk_target(trunk: &db::Trunk, tls: &SipTls) -> Option<TrunkTarget> {
+async fn trunk_target(trunk: &db::Trunk, tls: &SipTls, resolution: Resolution) -> Option<TrunkTarget> {
     let transport = match trunk.transport {
         db::Transport::Udp => TrunkTransport::Udp,
         db::Transport::Tcp => TrunkTransport::Tcp,
@@ -374,7 +378,7 @@ async fn trunk_target(trunk: &db::Trunk, tls: &SipTls) -> Option<TrunkTarget> {
         Some(proxy) => (proxy.host.to_string(), proxy.port.unwrap_or(default_port)),
         None => (trunk.host.to_string(), trunk.port),
     };
-    let address = resolve(&connect_host, connect_port).await?;
+    let address = resolve(&connect_host, connect_port, resolution).await?;
     if transport == TrunkTransport::Tls {
         tls.set_server_name(address, &connect_host);
     }
@@ -406,11 +410,45 @@ async fn trunk_target(trunk: &db::Trunk, tls: &SipTls) -> Option<TrunkTarget> {
     })
 }
 
-async fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
+/// Whether a trunk's host name may be answered from the resolution cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resolution {
+    /// A call's route: the cached address, unless it is older than [`TRUNK_RELOAD`] twice over.
+    Cached,
+    /// The trunk reload: ask the resolver, and refresh the cache.
+    Fresh,
+}
+
+/// Trunk host names as last resolved, so that a call's route does not wait for DNS (a `getaddrinfo` per
+/// trunk per call, on the path of the INVITE toward the PBX): the trunk reload refreshes them every
+/// [`TRUNK_RELOAD`].
+static RESOLVED: std::sync::Mutex<Option<ResolvedTrunks>> = std::sync::Mutex::new(None);
+
+/// `(host, port)` → the address it resolved to, and when.
+type ResolvedTrunks = HashMap<(String, u16), (SocketAddr, Instant)>;
+
+async fn resolve(host: &str, port: u16, resolution: Resolution) -> Option<SocketAddr> {
     if let Ok(ip) = host.parse() {
         return Some(SocketAddr::new(ip, port));
     }
-    tokio::net::lookup_host((host, port)).await.ok()?.next()
+    let key = (host.to_owned(), port);
+    if resolution == Resolution::Cached {
+        // A poisoned lock only means another task panicked holding it: the map is still usable.
+        let cache = RESOLVED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let cached = cache.as_ref().and_then(|cache| cache.get(&key));
+        if let Some(&(address, at)) = cached
+            && at.elapsed() < 2 * TRUNK_RELOAD
+        {
+            return Some(address);
+        }
+    }
+    let address = tokio::net::lookup_host((host, port)).await.ok()?.next()?;
+    RESOLVED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .get_or_insert_with(HashMap::new)
+        .insert(key, (address, Instant::now()));
+    Some(address)
 }
 
 /// Writes call records in order per call, without holding up signaling.
@@ -500,23 +538,24 @@ async fn write_cdr(
     match event {
         CdrEvent::Started {
             widget,
+            dialled,
             trunk,
             source,
             user_agent,
             destination,
         } => {
+            let invalid = |error: db::InvalidValue| error.to_string();
             let new_call = NewCall {
-                widget_id: db::WidgetId(widget.0),
-                widget_name: widget
-                    .1
-                    .parse()
-                    .map_err(|error: db::InvalidValue| error.to_string())?,
+                widget: widget
+                    .map(|(id, name)| Ok::<_, String>((db::WidgetId(id), name.parse().map_err(invalid)?)))
+                    .transpose()?,
+                dialled,
                 trunk: trunk.and_then(|(id, name)| Some((db::TrunkId(id), name.parse().ok()?))),
                 source_ip: source,
                 user_agent,
                 destination: destination
-                    .parse()
-                    .map_err(|error: db::InvalidValue| error.to_string())?,
+                    .map(|destination| destination.parse().map_err(invalid))
+                    .transpose()?,
                 started_at: at,
             };
             let id = db
@@ -536,6 +575,7 @@ async fn write_cdr(
         }
         CdrEvent::Ended {
             cause,
+            refusal,
             trunk,
             browser_status,
             pbx_status,
@@ -550,7 +590,8 @@ async fn write_cdr(
             };
             let end = CallEnd {
                 ended_at: at,
-                end_cause: cause.as_str().to_owned(),
+                // A refusal names the check that refused: more use to an operator than `refused`.
+                end_cause: refusal.unwrap_or(cause.as_str()).to_owned(),
                 ended_by,
                 trunk: trunk.and_then(|(id, name)| Some((db::TrunkId(id), name.parse().ok()?))),
                 browser: leg_summary(browser_status, stats.as_ref().map(|stats| &stats.browser)),
@@ -635,5 +676,30 @@ fn leg_summary(final_status: Option<u16>, stats: Option<&LegMediaStats>) -> LegS
         packets_sent: stats.map_or(0, |stats| stats.packets_sent),
         packets_received: stats.map_or(0, |stats| stats.packets_received),
         packets_lost: stats.map_or(0, |stats| stats.packets_lost),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn routes_use_the_resolved_address_and_the_reload_asks_again() {
+        let cached: SocketAddr = "192.0.2.44:5080".parse().unwrap();
+        RESOLVED.lock().unwrap().get_or_insert_with(HashMap::new).insert(
+            ("pbx.callgate-test.invalid".to_owned(), 5080),
+            (cached, Instant::now()),
+        );
+        let route = resolve("pbx.callgate-test.invalid", 5080, Resolution::Cached).await;
+        assert_eq!(route, Some(cached), "a call's route does not wait for DNS");
+        // `.invalid` never resolves (RFC 6761), so the reload's answer comes from the resolver.
+        assert_eq!(
+            resolve("pbx.callgate-test.invalid", 5080, Resolution::Fresh).await,
+            None
+        );
+        assert_eq!(
+            resolve("192.0.2.9", 5060, Resolution::Cached).await,
+            Some("192.0.2.9:5060".parse().unwrap())
+        );
     }
 }

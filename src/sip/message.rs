@@ -137,22 +137,46 @@ impl ParseError {
         }
     }
 
-    /// The bytes of the response to send back, when the message was a request (not an ACK) whose request
-    /// line and Via, From, To, Call-ID and CSeq could be read. A Warning header says what was wrong.
+    /// The bytes of the response to send back, when the message was a request (not an ACK) with at least one
+    /// readable Via. The response is always well formed, whatever the request held: it copies only the Vias,
+    /// From, To, Call-ID and CSeq that parse (RFC 3261 §8.2.6.2), and a Warning header says what was wrong.
+    ///
+    /// A header that does not parse is not echoed, since a strict client could not read the response then.
+    /// What replaces it does not affect transaction matching (branch and CSeq method, §17.1.3): an unreadable
+    /// CSeq becomes the readable sequence number (else 0) and the request line's method; an unreadable From
+    /// or To the anonymous URI of RFC 3323; a missing Call-ID a new one. A request whose Vias are all
+    /// unreadable is not answered: no client could match the response to its request.
     pub fn error_response(&self) -> Option<Vec<u8>> {
         let echo = self.echo.as_deref()?;
         let mut headers = Headers::default();
-        for via in &echo.vias {
+        let vias: Vec<&String> = echo.vias.iter().filter(|via| Via::parse(via).is_ok()).collect();
+        if vias.is_empty() {
+            return None;
+        }
+        for via in vias {
             headers.push(header_from_parts("Via", via.clone()));
         }
-        headers.push(header_from_parts("From", echo.from.clone()));
-        let to = match NameAddr::parse(&echo.to) {
-            Ok(to) if to.tag().is_none() => format!("{};tag={}", echo.to, new_tag()),
-            _ => echo.to.clone(),
+        let readable = |value: &Option<String>| {
+            value
+                .as_ref()
+                .filter(|value| NameAddr::parse(value).is_ok())
+                .cloned()
+        };
+        let from = readable(&echo.from).unwrap_or_else(|| format!("<{ANONYMOUS_URI}>;tag={}", new_tag()));
+        headers.push(header_from_parts("From", from));
+        let to = match readable(&echo.to) {
+            Some(to) if NameAddr::parse(&to).is_ok_and(|to| to.tag().is_some()) => to,
+            Some(to) => format!("{to};tag={}", new_tag()),
+            None => format!("<{ANONYMOUS_URI}>;tag={}", new_tag()),
         };
         headers.push(header_from_parts("To", to));
-        headers.push(header_from_parts("Call-ID", echo.call_id.clone()));
-        headers.push(header_from_parts("CSeq", echo.cseq.clone()));
+        let call_id = echo
+            .call_id
+            .clone()
+            .filter(|call_id| is_call_id(call_id))
+            .unwrap_or_else(new_call_id);
+        headers.push(header_from_parts("Call-ID", call_id));
+        headers.push(header_from_parts("CSeq", echo.cseq()));
         let detail: String = self
             .error
             .to_string()
@@ -177,6 +201,22 @@ impl ParseError {
     }
 }
 
+/// The anonymous URI (RFC 3323 §4.1.1.3), for an error response's From or To when the request's is unreadable.
+const ANONYMOUS_URI: &str = "sip:anonymous@anonymous.invalid";
+
+/// Whether a Call-ID is `word ["@" word]` (RFC 3261 §25.1): no whitespace, and nothing a parser could
+/// take for the end of the value.
+fn is_call_id(value: &str) -> bool {
+    let word_byte = |b: u8| b.is_ascii_alphanumeric() || b"-.!%*_+`'~()<>:\\\"/[]?{}".contains(&b);
+    let mut words = value.split('@');
+    let first = words.next().unwrap_or_default();
+    let second = words.next();
+    words.next().is_none()
+        && !first.is_empty()
+        && first.bytes().all(word_byte)
+        && second.is_none_or(|word| !word.is_empty() && word.bytes().all(word_byte))
+}
+
 impl From<MessageError> for ParseError {
     /// A refusal without the parts needed to answer it.
     fn from(error: MessageError) -> Self {
@@ -184,14 +224,34 @@ impl From<MessageError> for ParseError {
     }
 }
 
-/// The raw values of a refused request that an error response copies.
+/// The raw values of a refused request that an error response copies, each as received (checked when the
+/// response is built).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Echo {
+    /// The request line's method, a token but perhaps not one rsip knows.
+    method: String,
     vias: Vec<String>,
-    from: String,
-    to: String,
-    call_id: String,
-    cseq: String,
+    from: Option<String>,
+    to: Option<String>,
+    call_id: Option<String>,
+    cseq: Option<String>,
+}
+
+impl Echo {
+    /// The CSeq as received when it reads as `<number> <method>`, else the readable number (or 0) and the
+    /// request line's method. That method may be one rsip does not know (a 501 answers those, and a broken
+    /// request may carry one): it is still a token, all the grammar asks, and what the client matches on.
+    fn cseq(&self) -> String {
+        let received = self.cseq.as_deref().unwrap_or_default();
+        if let Ok(cseq) = CSeq::parse(received) {
+            return cseq.to_string();
+        }
+        let number = received
+            .split_whitespace()
+            .next()
+            .and_then(|number| number.parse::<u32>().ok());
+        format!("{} {}", number.unwrap_or(0), self.method)
+    }
 }
 
 /// Reads one SIP message from a datagram, a WebSocket frame or a framed stream chunk.
@@ -308,7 +368,7 @@ impl<'a> RawMessage<'a> {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The parts an error response copies; `None` for responses, ACKs and requests missing any of them.
+    /// The parts an error response copies; `None` for responses, ACKs and requests without a Via.
     fn echo(&self) -> Option<Box<Echo>> {
         let (method, _) = self.start_line.split_once(' ')?;
         if method.is_empty() || !method.bytes().all(is_token_byte) || method.eq_ignore_ascii_case("ACK") {
@@ -323,12 +383,14 @@ impl<'a> RawMessage<'a> {
         if vias.is_empty() {
             return None;
         }
+        let owned = |name| self.first(name).map(str::to_string);
         Some(Box::new(Echo {
+            method: method.to_string(),
             vias,
-            from: self.first("From")?.to_string(),
-            to: self.first("To")?.to_string(),
-            call_id: self.first("Call-ID")?.to_string(),
-            cseq: self.first("CSeq")?.to_string(),
+            from: owned("From"),
+            to: owned("To"),
+            call_id: owned("Call-ID"),
+            cseq: owned("CSeq"),
         }))
     }
 
@@ -1832,25 +1894,100 @@ mod tests {
     fn missing_mandatory_header_is_answered_400_with_a_warning() {
         let text = MINIMAL_OPTIONS.replace("CSeq: 1 OPTIONS\r\n", "CSeq: one OPTIONS\r\n");
         let error = parse(text.as_bytes()).unwrap_err();
-        // The malformed CSeq is echoed as received, so the answer is read as text, not parsed.
         let answer = String::from_utf8(error.error_response().unwrap()).unwrap();
         assert!(answer.starts_with("SIP/2.0 400 Bad Request\r\n"), "{answer}");
         assert!(answer.contains("\r\nVia: SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKabc\r\n"));
-        assert!(answer.contains("\r\nCSeq: one OPTIONS\r\n"));
+        // The unreadable CSeq is not echoed: the request line's method keeps the transaction matchable.
+        assert!(answer.contains("\r\nCSeq: 0 OPTIONS\r\n"), "{answer}");
         assert!(
             answer.contains("\r\nWarning: 399 callgate \"malformed CSeq header: bad sequence number\"\r\n")
         );
         assert!(answer.ends_with("\r\nContent-Length: 0\r\n\r\n"));
 
-        let no_call_id = MINIMAL_OPTIONS.replace("Call-ID: opt-1\r\n", "");
-        let error = parse(no_call_id.as_bytes()).unwrap_err();
-        assert_eq!(error.error, MessageError::MissingHeader("Call-ID"));
-        assert_eq!(error.error_response(), None, "cannot answer without a Call-ID");
-
         let mismatch = MINIMAL_OPTIONS.replace("CSeq: 1 OPTIONS", "CSeq: 1 INVITE");
         let error = parse(mismatch.as_bytes()).unwrap_err();
         assert!(matches!(error.error, MessageError::CSeqMethodMismatch { .. }));
-        assert!(error.error_response().is_some());
+        let answer = response(&error.error_response().unwrap());
+        assert_eq!(
+            answer.cseq().unwrap().method,
+            Method::Invite,
+            "a readable CSeq is copied"
+        );
+    }
+
+    /// The 400 for each malformed request parses with our own (strict about mandatory headers) parser, copies
+    /// what was readable and names the problem.
+    #[test]
+    fn error_responses_always_parse_again() {
+        let cases: [(&str, String, &str); 7] = [
+            (
+                "bad CSeq",
+                MINIMAL_OPTIONS.replace("CSeq: 1 OPTIONS", "CSeq: x OPTIONS"),
+                "malformed CSeq header",
+            ),
+            (
+                "CSeq without a method",
+                MINIMAL_OPTIONS.replace("CSeq: 1 OPTIONS", "CSeq: 7"),
+                "malformed CSeq header",
+            ),
+            (
+                "bad Content-Length",
+                MINIMAL_OPTIONS.replace("\r\n\r\n", "\r\nContent-Length: ten\r\n\r\n"),
+                "malformed Content-Length header",
+            ),
+            (
+                "missing Call-ID",
+                MINIMAL_OPTIONS.replace("Call-ID: opt-1\r\n", ""),
+                "missing Call-ID header",
+            ),
+            (
+                "garbage Via above a good one",
+                MINIMAL_OPTIONS.replace("Via: ", "Via: garbage here\r\nVia: "),
+                "malformed Via header",
+            ),
+            (
+                "garbage From",
+                MINIMAL_OPTIONS.replace("From: <sip:probe@192.0.2.7>;tag=1", "From: <<<"),
+                "malformed From header",
+            ),
+            (
+                "missing To",
+                MINIMAL_OPTIONS.replace("To: <sip:gw.example.com>\r\n", ""),
+                "missing To header",
+            ),
+        ];
+        for (what, text, warning) in cases {
+            let error = parse(text.as_bytes()).unwrap_err();
+            let bytes = error
+                .error_response()
+                .unwrap_or_else(|| panic!("{what}: not answered"));
+            let answer = match parse(&bytes) {
+                Ok(SipMessage::Response(answer)) => answer,
+                other => panic!("{what}: {other:?}\n{}", String::from_utf8_lossy(&bytes)),
+            };
+            assert_eq!(answer.status_code, StatusCode::BadRequest, "{what}");
+            let via = answer.top_via().unwrap();
+            assert_eq!(via.branch(), Some("z9hG4bKabc"), "{what}");
+            assert_eq!(answer.cseq().unwrap().method, Method::Options, "{what}");
+            assert!(answer.to_tag().is_some(), "{what}");
+            let found = answer.header_value("Warning").unwrap_or_default();
+            assert!(found.starts_with("399 callgate \""), "{what}: {found}");
+            assert!(found.contains(warning), "{what}: {found}");
+            if !what.contains("Call-ID") {
+                assert_eq!(answer.call_id(), Some("opt-1"), "{what}");
+            }
+            if !what.contains("From") {
+                assert_eq!(answer.from_tag().as_deref(), Some("1"), "{what}");
+            }
+        }
+
+        // Without any readable Via there is nobody to answer.
+        let no_via = MINIMAL_OPTIONS.replace(
+            "Via: SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKabc",
+            "Via: garbage here",
+        );
+        let error = parse(no_via.as_bytes()).unwrap_err();
+        assert_eq!(error.error_response(), None);
     }
 
     #[test]
@@ -2123,11 +2260,29 @@ mod tests {
                 }
                 Err(error) => {
                     if let Some(answer) = error.error_response() {
-                        // Echoed headers may be as broken as the request, so only the framing is checked.
-                        let text = String::from_utf8(answer).unwrap();
-                        assert!(text.starts_with("SIP/2.0 "), "{text}");
-                        assert!(text.ends_with("\r\nContent-Length: 0\r\n\r\n"), "{text}");
-                        assert_eq!(text.matches("\r\n\r\n").count(), 1, "{text}");
+                        // Every answer parses again; a 501 may carry a method only the peer knows in CSeq.
+                        match parse(&answer) {
+                            Ok(SipMessage::Response(_)) => {}
+                            Err(ParseError {
+                                error:
+                                    MessageError::BadHeader {
+                                        name: "CSeq",
+                                        reason: "unknown method",
+                                    },
+                                ..
+                            }) => {
+                                // A method rsip does not know, taken from the request line: valid SIP.
+                                let request = String::from_utf8_lossy(&bytes);
+                                let method = request
+                                    .trim_start_matches(['\r', '\n'])
+                                    .split(' ')
+                                    .next()
+                                    .unwrap_or_default();
+                                let text = String::from_utf8_lossy(&answer);
+                                assert!(text.contains(&format!(" {method}\r\nWarning: ")), "{text}");
+                            }
+                            other => panic!("{other:?}\n{}", String::from_utf8_lossy(&answer)),
+                        }
                     }
                 }
             }

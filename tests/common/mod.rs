@@ -120,6 +120,11 @@ pub(crate) struct Outcome {
 }
 
 impl Outcome {
+    /// What the run wrote on stderr (log lines, errors).
+    pub(crate) fn stderr(&self) -> &str {
+        &self.stderr
+    }
+
     /// Asserts exit status 0 and returns stdout.
     pub(crate) fn success(self) -> String {
         assert_eq!(
