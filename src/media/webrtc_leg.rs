@@ -37,10 +37,10 @@ use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::config::DtlsCert;
-use str0m::format::{Codec, FormatParams, PayloadParams};
+use str0m::format::{Codec, CodecConfig, FormatParams, PayloadParams};
 use str0m::media::{Direction, Frequency, Mid, Pt};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{RtpPacket, RtpWrite};
+use str0m::rtp::{Extension, ExtensionMap, RtpPacket, RtpWrite};
 use str0m::stats::{MediaEgressStats, MediaIngressStats};
 use str0m::{Candidate, Input, Rtc, RtcConfig};
 
@@ -58,6 +58,11 @@ const NOTHING_SCHEDULED: Duration = Duration::from_secs(24 * 3600);
 /// replaces them with the browser's numbers.
 const TELEPHONE_EVENT_48K_PT: u8 = 110;
 const TELEPHONE_EVENT_8K_PT: u8 = 126;
+/// Our id for the `sdes:mid` header extension; an answer takes the browser's id.
+const MID_EXTENSION_ID: u8 = 4;
+/// Written packets str0m holds until its next timeout; the leg drains after every write, so one
+/// is always enough and the rest is margin. Audio is never resent, so nothing else uses it.
+const AUDIO_SEND_BUFFER: usize = 4;
 
 /// Error from a [`WebrtcLeg`] operation. Every error from an offer or answer means the SDP was not
 /// acceptable (the B2BUA answers 488).
@@ -1004,11 +1009,24 @@ impl WebrtcLeg {
 }
 
 /// The str0m configuration of a leg answering with `codec`, and telephone-event at `event_rate`.
+///
+/// Audio only, at a bitrate the encoder sets: nothing here estimates bandwidth. str0m's defaults are
+/// for video calls, so the leg turns off what costs memory per call without use for it:
+/// - transport-wide congestion control: no transport-cc header extension and no `rtcp-fb
+///   transport-cc`, so neither side numbers packets or reports their arrival times (str0m keeps
+///   ~90 KB of TWCC registers per call otherwise; bandwidth estimation, off by default, needs them);
+/// - the header extensions for bandwidth estimation (abs-send-time), audio levels and video; only
+///   the BUNDLE `sdes:mid` stays;
+/// - the send buffer: it backs RTX resends, which audio does not use.
 fn rtc_config(codec: OfferedCodec, event_rate: Option<u32>, config: &WebrtcLegConfig) -> RtcConfig {
+    let mut extensions = ExtensionMap::empty();
+    extensions.set(MID_EXTENSION_ID, Extension::RtpMid);
     let mut rtc = Rtc::builder()
         .set_ice_lite(true)
         .set_rtp_mode(true)
         .set_stats_interval(Some(config.stats_interval))
+        .set_extension_map(extensions)
+        .set_send_buffer_audio(AUDIO_SEND_BUFFER)
         .clear_codecs();
     if let Some(cert) = &config.dtls_cert {
         rtc = rtc.set_dtls_cert(cert.clone());
@@ -1048,6 +1066,17 @@ fn rtc_config(codec: OfferedCodec, event_rate: Option<u32>, config: &WebrtcLegCo
             FormatParams::default(),
         );
     }
+    // str0m asks for transport-cc feedback on every payload type it adds.
+    let params = codecs
+        .params()
+        .iter()
+        .cloned()
+        .map(|mut params| {
+            params.set_fb_transport_cc(false);
+            params
+        })
+        .collect();
+    *codecs = CodecConfig::new_from_payload_params(params);
     rtc
 }
 
@@ -1234,6 +1263,28 @@ mod tests {
             "v=0\nm=audio 9 UDP/TLS/RTP/SAVPF 111\na=fingerprint:sha-256 AB\n"
         ));
         assert!(!has_fingerprint("v=0\r\na=setup:actpass\r\n"));
+    }
+
+    #[test]
+    fn answer_leaves_congestion_control_out() {
+        use crate::media::webrtc_client::{ClientConfig, WebrtcClient};
+        let now = Instant::now();
+        let client_addr: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let mut client = WebrtcClient::new(now, &ClientConfig::chrome(client_addr)).unwrap();
+        let offer = client.create_offer().unwrap();
+        // The offer asks for them, as Chrome's does, so the answer leaving them out is the leg's doing.
+        assert!(offer.contains("transport-wide-cc"), "{offer}");
+        assert!(offer.contains("a=rtcp-fb:111 transport-cc"), "{offer}");
+        let leg_addr: SocketAddr = "127.0.0.1:50000".parse().unwrap();
+        let config = WebrtcLegConfig::new(leg_addr, leg_addr);
+        let (_, answer) = WebrtcLeg::accept_offer(now, &offer, CodecPrefs::default(), &config).unwrap();
+        assert!(!answer.contains("transport-cc"), "{answer}");
+        let extensions: Vec<&str> = answer.lines().filter(|l| l.starts_with("a=extmap:")).collect();
+        assert_eq!(extensions.len(), 1, "{answer}");
+        assert!(
+            extensions[0].ends_with(" urn:ietf:params:rtp-hdrext:sdes:mid"),
+            "{answer}"
+        );
     }
 
     #[test]
