@@ -319,6 +319,14 @@ pub enum Event {
     Dtmf(Dtmf),
     /// The audio direction changed through renegotiation (hold/unhold).
     DirectionChanged(Direction),
+    /// The browser reported on our audio (RTCP receiver reports, seen at each statistics
+    /// interval): of `expected` packets sent since the last such event, `lost` never arrived.
+    LossReport {
+        /// Packets the browser's highest sequence number advanced by.
+        expected: u64,
+        /// Of those, the packets its cumulative loss count grew by.
+        lost: u64,
+    },
     /// No consent check for the consent timeout: the browser is gone; end the call.
     ConsentLost,
     /// The connection ended otherwise; end the call.
@@ -409,6 +417,9 @@ pub struct WebrtcLeg {
     /// When str0m last answered an authenticated binding request.
     last_consent: Option<Instant>,
     next_seq: u64,
+    /// The browser's highest sequence number and cumulative loss at the last [`Event::LossReport`],
+    /// or one before our first packet and 0 before any.
+    loss_reported: (u64, i64),
     first_rx_seq: Option<u64>,
     max_rx_seq: u64,
     dtmf_rx: Option<DtmfInProgress>,
@@ -463,6 +474,7 @@ impl WebrtcLeg {
             .map(|m| m.direction())
             .unwrap_or(Direction::Inactive);
         let local_ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        let next_seq = first_sequence_number();
 
         let mut leg = WebrtcLeg {
             rtc,
@@ -479,7 +491,8 @@ impl WebrtcLeg {
             rtc_timeout: now,
             last_now: now,
             last_consent: None,
-            next_seq: first_sequence_number(),
+            next_seq,
+            loss_reported: (next_seq.wrapping_sub(1), 0),
             first_rx_seq: None,
             max_rx_seq: 0,
             dtmf_rx: None,
@@ -834,10 +847,7 @@ impl WebrtcLeg {
                 self.ingress_stats(&stats);
                 None
             }
-            str0m::Event::MediaEgressStats(stats) => {
-                self.egress_stats(&stats);
-                None
-            }
+            str0m::Event::MediaEgressStats(stats) => self.egress_stats(&stats),
             str0m::Event::Closed => {
                 self.state = LegState::Ended;
                 self.rtc.disconnect();
@@ -943,17 +953,31 @@ impl WebrtcLeg {
         }
     }
 
-    fn egress_stats(&mut self, stats: &MediaEgressStats) {
+    fn egress_stats(&mut self, stats: &MediaEgressStats) -> Option<Event> {
         if stats.mid != self.mid {
-            return;
+            return None;
         }
         if stats.rtt.is_some() {
             self.stats.rtt = stats.rtt;
         }
-        if let Some(remote) = &stats.remote {
-            self.stats.remote_packets_lost = Some(remote.packets_lost);
-            self.stats.remote_jitter = Some(rtp_units(remote.jitter, self.audio.codec.clock_rate()));
+        let remote = stats.remote.as_ref()?;
+        let cumulative_lost = signed_24(remote.packets_lost);
+        self.stats.remote_packets_lost = Some(u64::try_from(cumulative_lost).unwrap_or(0));
+        self.stats.remote_jitter = Some(rtp_units(remote.jitter, self.audio.codec.clock_rate()));
+        // Nothing the browser reports goes beyond what we sent.
+        let highest = (*remote.maximum_sequence_number).min(self.next_seq.wrapping_sub(1));
+        let (reported_highest, reported_lost) = self.loss_reported;
+        // No new report since the last event, or one about packets already counted.
+        if highest <= reported_highest {
+            return None;
         }
+        let expected = highest - reported_highest;
+        // Duplicates make the cumulative count fall: no loss then.
+        let lost = u64::try_from(cumulative_lost - reported_lost)
+            .unwrap_or(0)
+            .min(expected);
+        self.loss_reported = (highest, cumulative_lost);
+        Some(Event::LossReport { expected, lost })
     }
 
     fn after_negotiation(&mut self) -> Result<(), WebrtcLegError> {
@@ -1192,6 +1216,16 @@ fn negotiated_audio(rtc: &Rtc, mid: Mid, codec: AudioCodec) -> Option<Negotiated
 /// first wrap is far away (RFC 3550 §5.1 wants a random start).
 fn first_sequence_number() -> u64 {
     u64::from(rand::random::<u16>() & 0x7fff)
+}
+
+/// The RTCP cumulative number of packets lost: a signed 24-bit field, which str0m hands over as is.
+fn signed_24(field: u64) -> i64 {
+    let field = (field & 0x00ff_ffff) as i64;
+    if field >= 0x0080_0000 {
+        field - 0x0100_0000
+    } else {
+        field
+    }
 }
 
 fn rtp_units(units: u32, clock_rate: u32) -> Duration {
