@@ -222,15 +222,15 @@ impl OpusEncoder8k {
         )
     }
 
+    /// The packet loss the encoder expects now, in percent.
+    pub fn expected_loss(&mut self) -> Result<u8, OpusCodecError> {
+        let percent = setting("packet loss percentage", self.encoder.get_packet_loss_perc())?;
+        Ok(u8::try_from(percent).unwrap_or(0))
+    }
+
     /// The encoder's lookahead in samples at 8 kHz: how much later the decoded audio comes out.
     pub fn lookahead(&mut self) -> Result<usize, OpusCodecError> {
-        let samples = self
-            .encoder
-            .get_lookahead()
-            .map_err(|source| OpusCodecError::Setting {
-                setting: "lookahead",
-                source,
-            })?;
+        let samples = setting("lookahead", self.encoder.get_lookahead())?;
         Ok(usize::try_from(samples).unwrap_or(0))
     }
 }
@@ -325,7 +325,8 @@ fn loss_percent(fraction: f64) -> u8 {
     percent as u8
 }
 
-fn setting(name: &'static str, result: Result<(), opus::Error>) -> Result<(), OpusCodecError> {
+/// A libopus setting's result, or the value of a query, with the error naming it.
+fn setting<T>(name: &'static str, result: Result<T, opus::Error>) -> Result<T, OpusCodecError> {
     result.map_err(|source| OpusCodecError::Setting {
         setting: name,
         source,

@@ -1752,6 +1752,27 @@ mod tests {
     }
 
     #[test]
+    fn the_browser_s_loss_reports_set_the_opus_encoder_s_expected_loss() {
+        let now = Instant::now();
+        let config = OpusEncoderConfig::default();
+        let jitter_max = Duration::from_millis(200);
+        let mut transcoder = Transcoder::new(AudioCodec::Opus, Codec::Pcmu, &config, jitter_max).unwrap();
+        let expected_loss = |transcoder: &mut Transcoder| match &mut transcoder.to_browser {
+            Encoder::Opus(encoder) => encoder.expected_loss().unwrap(),
+            Encoder::G711(_) => unreachable!("an Opus leg encodes Opus"),
+        };
+        assert_eq!(expected_loss(&mut transcoder), 0);
+        transcoder.loss_reported(now, 250, 25);
+        assert_eq!(expected_loss(&mut transcoder), 10);
+        transcoder.loss_reported(now + Duration::from_secs(120), 250, 0);
+        assert_eq!(expected_loss(&mut transcoder), 0);
+        // G.711 toward the browser has nothing to adapt.
+        let mut g711 = Transcoder::new(AudioCodec::Pcmu, Codec::Pcmu, &config, jitter_max).unwrap();
+        g711.loss_reported(now, 250, 25);
+        assert_eq!(g711.expected_loss.percent(), 0);
+    }
+
+    #[test]
     fn timeline_continues_by_count_and_jumps_after_a_pause() {
         let start = Instant::now();
         let mut timeline = OutTimeline::new(1000);

@@ -1322,6 +1322,86 @@ mod tests {
     }
 
     #[test]
+    fn receiver_reports_of_a_lossy_path_become_loss_reports() {
+        use crate::media::webrtc_client::{ClientConfig, ClientOutput, WebrtcClient};
+        let start = Instant::now();
+        let client_addr: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let leg_addr: SocketAddr = "127.0.0.1:50000".parse().unwrap();
+        let mut client = WebrtcClient::new(start, &ClientConfig::chrome(client_addr)).unwrap();
+        let offer = client.create_offer().unwrap();
+        let mut config = WebrtcLegConfig::new(leg_addr, leg_addr);
+        config.stats_interval = Duration::from_secs(1);
+        let (mut leg, answer) =
+            WebrtcLeg::accept_offer(start, &offer, CodecPrefs::default(), &config).unwrap();
+        client.accept_answer(&answer).unwrap();
+
+        // Every tenth of our RTP packets is lost on the way to the browser, which reports it.
+        let (mut now, mut next_frame, mut rtp_time) = (start, start, 0u32);
+        let (mut rtp_sent, mut reports) = (0u64, Vec::new());
+        while now < start + Duration::from_secs(40) {
+            let client_wakeup = loop {
+                match client.poll_output() {
+                    ClientOutput::Transmit(t) => leg.handle_receive(now, t.from, t.to, &t.bytes),
+                    ClientOutput::Event(_) => {}
+                    ClientOutput::Timeout(at) => break at,
+                }
+            };
+            let leg_wakeup = loop {
+                match leg.poll_output() {
+                    Output::Transmit(t) => {
+                        // SRTP leaves the RTP header readable; RTCP has payload types 64-95.
+                        let is_rtp = DatagramKind::of(&t.bytes) == DatagramKind::Rtp
+                            && !(192..=223).contains(&t.bytes[1]);
+                        if is_rtp {
+                            rtp_sent += 1;
+                            if rtp_sent % 10 == 0 {
+                                continue;
+                            }
+                        }
+                        client.handle_receive(now, t.from, t.to, &t.bytes);
+                    }
+                    Output::Event(Event::LossReport { expected, lost }) => reports.push((expected, lost)),
+                    Output::Event(_) => {}
+                    Output::Timeout(at) => break at,
+                }
+            };
+            if leg.is_connected() && now >= next_frame {
+                let pt = leg.audio().pt;
+                leg.write_audio(now, pt, rtp_time, vec![0xfc_u8, 0xff, 0xfe])
+                    .unwrap();
+                rtp_time = rtp_time.wrapping_add(960);
+                next_frame += Duration::from_millis(20);
+                continue;
+            }
+            now = client_wakeup.min(leg_wakeup).min(next_frame).max(now);
+            client.handle_timeout(now);
+            leg.handle_timeout(now);
+        }
+
+        assert!(reports.len() >= 3, "{reports:?}");
+        let expected: u64 = reports.iter().map(|r| r.0).sum();
+        let lost: u64 = reports.iter().map(|r| r.1).sum();
+        // Each report covers what the previous did not, up to the last packet the browser saw.
+        assert!(
+            expected <= rtp_sent && expected + 300 >= rtp_sent,
+            "{expected} of {rtp_sent}"
+        );
+        assert!(
+            lost * 10 >= expected - 10 && lost * 10 <= expected + 10,
+            "{lost} of {expected}"
+        );
+        assert_eq!(leg.stats().remote_packets_lost, Some(lost));
+    }
+
+    #[test]
+    fn signed_24_bit_loss_counts() {
+        assert_eq!(signed_24(5), 5);
+        assert_eq!(signed_24(0x7f_ffff), 0x7f_ffff);
+        assert_eq!(signed_24(0xff_ffff), -1);
+        assert_eq!(signed_24(0x80_0000), -0x80_0000);
+    }
+
+    #[test]
     fn jitter_units_convert_by_clock_rate() {
         assert_eq!(rtp_units(480, 48_000), Duration::from_millis(10));
         assert_eq!(rtp_units(80, 8_000), Duration::from_millis(10));
