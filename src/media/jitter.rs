@@ -56,7 +56,7 @@ const SHRINK_INTERVAL_US: i64 = 1_000_000;
 /// A transit this far outside the recent window is a timeline jump, not jitter.
 const JUMP_US: i64 = 1_000_000;
 /// The largest payload slot: an Ethernet MTU's worth, more than any RTP audio packet carries.
-const MAX_PAYLOAD_LIMIT: usize = 1500;
+pub const MAX_PAYLOAD_LIMIT: usize = 1500;
 /// Slots beyond the maximum delay, for packets that arrive early or out of order.
 const REORDER_SLOTS: usize = 16;
 

@@ -73,10 +73,12 @@ use crate::sdp::{Codec, Direction, PbxAnswer, PbxOffer, PbxSdp, SdpError};
 
 use super::dtmf::{DtmfDigit, DtmfError, DtmfReceived, DtmfReceiver, DtmfSender};
 use super::g711::Law;
-use super::jitter::{EmptyReason, JitterBuffer, JitterConfig, JitterError, JitterOutput, PacketHeader};
+use super::jitter::{
+    EmptyReason, JitterBuffer, JitterConfig, JitterError, JitterOutput, MAX_PAYLOAD_LIMIT, PacketHeader,
+};
 use super::opus_codec::{
-    FRAME_SAMPLES, MAX_PACKET_BYTES, MAX_PACKET_SAMPLES, OpusCodecError, OpusDecoder8k, OpusEncoder8k,
-    OpusEncoderConfig,
+    ExpectedLoss, FRAME_SAMPLES, MAX_PACKET_BYTES, MAX_PACKET_SAMPLES, OpusCodecError, OpusDecoder8k,
+    OpusEncoder8k, OpusEncoderConfig,
 };
 use super::plc::G711Concealer;
 use super::rtp_leg::{self, Received, RtpLeg, RtpLegConfig, RtpLegStats};
@@ -95,12 +97,20 @@ const IDLE_SAMPLES: usize = 1600;
 /// then; calling it longer only costs CPU).
 const MAX_CONCEALED_FRAMES: u32 = 5;
 /// Samples one inbound FIFO holds: a 120 ms packet plus two frames.
-const FIFO_CAPACITY: usize = 2048;
+const FIFO_CAPACITY: usize = MAX_PACKET_SAMPLES + 2 * FRAME_SAMPLES;
+/// Opus payload bytes a jitter slot keeps per 8 kHz sample of packet time: 2, i.e. 128 kb/s, four
+/// times what browsers send by default. Slots are sized per stream because they are most of a
+/// jitter buffer's memory.
+const OPUS_BYTES_PER_SAMPLE: usize = 2;
+/// The least an Opus jitter slot keeps, for packets of 2.5 or 5 ms.
+const OPUS_MIN_PAYLOAD: usize = 64;
 /// RTP packets (and RTCP reports) toward the PBX waiting for the driver. An input produces at
 /// most three; the driver drains after every input.
 const RTP_QUEUE: usize = 8;
-/// One RTP buffer: an Ethernet MTU.
-const RTP_BUFFER_LEN: usize = 1500;
+/// One RTP buffer: room for a 12-byte header and 120 ms of G.711 (the largest packet the pipeline
+/// writes or relays: a browser's G.711 is relayed as it came), or any RTCP report of the RTP leg.
+const RTP_BUFFER_LEN: usize = 1024;
+const _: () = assert!(12 + MAX_PACKET_SAMPLES <= RTP_BUFFER_LEN);
 /// A pause in sending longer than this (beyond the last packet) moves the browser-side timestamp
 /// to the clock instead of continuing from the packet count (as the RTP leg does).
 const TIMESTAMP_GAP: Duration = Duration::from_millis(80);
@@ -908,6 +918,11 @@ impl MediaSession {
                 }
             }
             webrtc_leg::Event::DirectionChanged(_) => {}
+            webrtc_leg::Event::LossReport { expected, lost } => {
+                if let Some(transcoder) = self.transcoder.as_mut() {
+                    transcoder.loss_reported(now, expected, lost);
+                }
+            }
             webrtc_leg::Event::ConsentLost => self.events.push_back(MediaEvent::ConsentLost),
             webrtc_leg::Event::Disconnected(reason) => {
                 tracing::debug!(?reason, "WebRTC leg disconnected");
@@ -1176,6 +1191,8 @@ struct Transcoder {
     from_browser: Inbound,
     from_pbx: Inbound,
     to_browser: Encoder,
+    /// What the Opus encoder toward the browser is told to expect, from the browser's reports.
+    expected_loss: ExpectedLoss,
     pcm: [i16; FRAME_SAMPLES],
     g711: [u8; FRAME_SAMPLES],
     encoded: [u8; MAX_PACKET_BYTES],
@@ -1205,10 +1222,25 @@ impl Transcoder {
                 jitter_max,
             )?,
             to_browser,
+            expected_loss: ExpectedLoss::new(opus.expected_loss_percent),
             pcm: [0; FRAME_SAMPLES],
             g711: [0; FRAME_SAMPLES],
             encoded: [0; MAX_PACKET_BYTES],
         })
+    }
+
+    /// The browser reported on our audio: the Opus encoder expects that loss from now on (more FEC
+    /// on a lossy path, none on a clean one).
+    fn loss_reported(&mut self, now: Instant, expected: u64, lost: u64) {
+        let Encoder::Opus(encoder) = &mut self.to_browser else {
+            return;
+        };
+        if let Some(percent) = self.expected_loss.handle_report(now, expected, lost) {
+            tracing::debug!(percent, expected, lost, "expected loss toward the browser");
+            if let Err(error) = encoder.set_expected_loss(percent) {
+                tracing::debug!(%error, "Opus expected loss not set");
+            }
+        }
     }
 }
 
@@ -1252,6 +1284,7 @@ impl Inbound {
         jitter_config.initial_delay = jitter_config.initial_delay.min(max_delay);
         jitter_config.min_delay = jitter_config.min_delay.min(max_delay);
         jitter_config.frame_duration = samples_duration(packet_samples);
+        jitter_config.max_payload = payload_limit(&decoder, packet_samples);
         Ok(Inbound {
             jitter: JitterBuffer::new(jitter_config)?,
             jitter_config,
@@ -1299,6 +1332,7 @@ impl Inbound {
     fn reconfigure(&mut self, samples: usize) {
         let mut config = self.jitter_config;
         config.frame_duration = samples_duration(samples);
+        config.max_payload = payload_limit(&self.decoder, samples);
         match JitterBuffer::new(config) {
             Ok(jitter) => {
                 self.jitter = jitter;
@@ -1399,6 +1433,16 @@ impl Inbound {
         self.fifo.pop(pcm);
         self.quiet_samples < IDLE_SAMPLES
     }
+}
+
+/// The largest payload a jitter slot keeps for packets of `samples` (8 kHz): G.711's exact size, or
+/// [`OPUS_BYTES_PER_SAMPLE`] for Opus. A larger packet is dropped and concealed.
+fn payload_limit(decoder: &Decoder, samples: usize) -> usize {
+    let limit = match decoder {
+        Decoder::G711(_) => samples,
+        Decoder::Opus(_) => (samples * OPUS_BYTES_PER_SAMPLE).max(OPUS_MIN_PAYLOAD),
+    };
+    limit.clamp(1, MAX_PAYLOAD_LIMIT)
 }
 
 /// Fills `out` for a lost or late frame: Opus FEC from the next packet when it is here, codec PLC for a
@@ -1690,8 +1734,42 @@ mod tests {
         }
         assert_eq!(full.len(), FIFO_CAPACITY);
         full.pop(&mut out);
-        // 2400 pushed, the first 352 pushed out: the oldest left is sample 352 % 240.
+        // 2400 pushed, all but the last FIFO_CAPACITY pushed out.
         assert_eq!(out[0], (2400 - FIFO_CAPACITY as i16) % 240);
+    }
+
+    #[test]
+    fn jitter_slots_fit_the_stream() {
+        let opus = Decoder::Opus(OpusDecoder8k::new().unwrap());
+        let ulaw = Decoder::G711(Law::Ulaw);
+        // G.711: one byte per sample, exactly.
+        assert_eq!(payload_limit(&ulaw, FRAME_SAMPLES), 160);
+        assert_eq!(payload_limit(&ulaw, 240), 240);
+        // Opus: 128 kb/s, at least 64 bytes, at most what a jitter buffer accepts.
+        assert_eq!(payload_limit(&opus, FRAME_SAMPLES), 320);
+        assert_eq!(payload_limit(&opus, 20), 64);
+        assert_eq!(payload_limit(&opus, MAX_PACKET_SAMPLES), MAX_PAYLOAD_LIMIT);
+    }
+
+    #[test]
+    fn the_browser_s_loss_reports_set_the_opus_encoder_s_expected_loss() {
+        let now = Instant::now();
+        let config = OpusEncoderConfig::default();
+        let jitter_max = Duration::from_millis(200);
+        let mut transcoder = Transcoder::new(AudioCodec::Opus, Codec::Pcmu, &config, jitter_max).unwrap();
+        let expected_loss = |transcoder: &mut Transcoder| match &mut transcoder.to_browser {
+            Encoder::Opus(encoder) => encoder.expected_loss().unwrap(),
+            Encoder::G711(_) => unreachable!("an Opus leg encodes Opus"),
+        };
+        assert_eq!(expected_loss(&mut transcoder), 0);
+        transcoder.loss_reported(now, 250, 25);
+        assert_eq!(expected_loss(&mut transcoder), 10);
+        transcoder.loss_reported(now + Duration::from_secs(120), 250, 0);
+        assert_eq!(expected_loss(&mut transcoder), 0);
+        // G.711 toward the browser has nothing to adapt.
+        let mut g711 = Transcoder::new(AudioCodec::Pcmu, Codec::Pcmu, &config, jitter_max).unwrap();
+        g711.loss_reported(now, 250, 25);
+        assert_eq!(g711.expected_loss.percent(), 0);
     }
 
     #[test]

@@ -37,10 +37,10 @@ use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::config::DtlsCert;
-use str0m::format::{Codec, FormatParams, PayloadParams};
+use str0m::format::{Codec, CodecConfig, FormatParams, PayloadParams};
 use str0m::media::{Direction, Frequency, Mid, Pt};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{RtpPacket, RtpWrite};
+use str0m::rtp::{Extension, ExtensionMap, RtpPacket, RtpWrite};
 use str0m::stats::{MediaEgressStats, MediaIngressStats};
 use str0m::{Candidate, Input, Rtc, RtcConfig};
 
@@ -58,6 +58,11 @@ const NOTHING_SCHEDULED: Duration = Duration::from_secs(24 * 3600);
 /// replaces them with the browser's numbers.
 const TELEPHONE_EVENT_48K_PT: u8 = 110;
 const TELEPHONE_EVENT_8K_PT: u8 = 126;
+/// Our id for the `sdes:mid` header extension; an answer takes the browser's id.
+const MID_EXTENSION_ID: u8 = 4;
+/// Written packets str0m holds until its next timeout; the leg drains after every write, so one
+/// is always enough and the rest is margin. Audio is never resent, so nothing else uses it.
+const AUDIO_SEND_BUFFER: usize = 4;
 
 /// Error from a [`WebrtcLeg`] operation. Every error from an offer or answer means the SDP was not
 /// acceptable (the B2BUA answers 488).
@@ -314,6 +319,14 @@ pub enum Event {
     Dtmf(Dtmf),
     /// The audio direction changed through renegotiation (hold/unhold).
     DirectionChanged(Direction),
+    /// The browser reported on our audio (RTCP receiver reports, seen at each statistics
+    /// interval): of `expected` packets sent since the last such event, `lost` never arrived.
+    LossReport {
+        /// Packets the browser's highest sequence number advanced by.
+        expected: u64,
+        /// Of those, the packets its cumulative loss count grew by.
+        lost: u64,
+    },
     /// No consent check for the consent timeout: the browser is gone; end the call.
     ConsentLost,
     /// The connection ended otherwise; end the call.
@@ -404,6 +417,9 @@ pub struct WebrtcLeg {
     /// When str0m last answered an authenticated binding request.
     last_consent: Option<Instant>,
     next_seq: u64,
+    /// The browser's highest sequence number and cumulative loss at the last [`Event::LossReport`],
+    /// or one before our first packet and 0 before any.
+    loss_reported: (u64, i64),
     first_rx_seq: Option<u64>,
     max_rx_seq: u64,
     dtmf_rx: Option<DtmfInProgress>,
@@ -458,6 +474,7 @@ impl WebrtcLeg {
             .map(|m| m.direction())
             .unwrap_or(Direction::Inactive);
         let local_ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        let next_seq = first_sequence_number();
 
         let mut leg = WebrtcLeg {
             rtc,
@@ -474,7 +491,8 @@ impl WebrtcLeg {
             rtc_timeout: now,
             last_now: now,
             last_consent: None,
-            next_seq: first_sequence_number(),
+            next_seq,
+            loss_reported: (next_seq.wrapping_sub(1), 0),
             first_rx_seq: None,
             max_rx_seq: 0,
             dtmf_rx: None,
@@ -829,10 +847,7 @@ impl WebrtcLeg {
                 self.ingress_stats(&stats);
                 None
             }
-            str0m::Event::MediaEgressStats(stats) => {
-                self.egress_stats(&stats);
-                None
-            }
+            str0m::Event::MediaEgressStats(stats) => self.egress_stats(&stats),
             str0m::Event::Closed => {
                 self.state = LegState::Ended;
                 self.rtc.disconnect();
@@ -938,17 +953,31 @@ impl WebrtcLeg {
         }
     }
 
-    fn egress_stats(&mut self, stats: &MediaEgressStats) {
+    fn egress_stats(&mut self, stats: &MediaEgressStats) -> Option<Event> {
         if stats.mid != self.mid {
-            return;
+            return None;
         }
         if stats.rtt.is_some() {
             self.stats.rtt = stats.rtt;
         }
-        if let Some(remote) = &stats.remote {
-            self.stats.remote_packets_lost = Some(remote.packets_lost);
-            self.stats.remote_jitter = Some(rtp_units(remote.jitter, self.audio.codec.clock_rate()));
+        let remote = stats.remote.as_ref()?;
+        let cumulative_lost = signed_24(remote.packets_lost);
+        self.stats.remote_packets_lost = Some(u64::try_from(cumulative_lost).unwrap_or(0));
+        self.stats.remote_jitter = Some(rtp_units(remote.jitter, self.audio.codec.clock_rate()));
+        // Nothing the browser reports goes beyond what we sent.
+        let highest = (*remote.maximum_sequence_number).min(self.next_seq.wrapping_sub(1));
+        let (reported_highest, reported_lost) = self.loss_reported;
+        // No new report since the last event, or one about packets already counted.
+        if highest <= reported_highest {
+            return None;
         }
+        let expected = highest - reported_highest;
+        // Duplicates make the cumulative count fall: no loss then.
+        let lost = u64::try_from(cumulative_lost - reported_lost)
+            .unwrap_or(0)
+            .min(expected);
+        self.loss_reported = (highest, cumulative_lost);
+        Some(Event::LossReport { expected, lost })
     }
 
     fn after_negotiation(&mut self) -> Result<(), WebrtcLegError> {
@@ -1004,12 +1033,25 @@ impl WebrtcLeg {
 }
 
 /// The str0m configuration of a leg answering with `codec`, and telephone-event at `event_rate`.
+///
+/// Audio only, at a bitrate the encoder sets: nothing here estimates bandwidth. str0m's defaults are
+/// for video calls, so the leg turns off what costs memory per call without use for it:
+/// - transport-wide congestion control: no transport-cc header extension and no `rtcp-fb
+///   transport-cc`, so neither side numbers packets or reports their arrival times (str0m keeps
+///   ~90 KB of TWCC registers per call otherwise; bandwidth estimation, off by default, needs them);
+/// - the header extensions for bandwidth estimation (abs-send-time), audio levels and video; only
+///   the BUNDLE `sdes:mid` stays;
+/// - the send buffer: it backs RTX resends, which audio does not use.
 fn rtc_config(codec: OfferedCodec, event_rate: Option<u32>, config: &WebrtcLegConfig) -> RtcConfig {
+    let mut extensions = ExtensionMap::empty();
+    extensions.set(MID_EXTENSION_ID, Extension::RtpMid);
     let mut rtc = Rtc::builder()
         .set_crypto_provider(crate::media::dtls_provider::crypto_provider())
         .set_ice_lite(true)
         .set_rtp_mode(true)
         .set_stats_interval(Some(config.stats_interval))
+        .set_extension_map(extensions)
+        .set_send_buffer_audio(AUDIO_SEND_BUFFER)
         .clear_codecs();
     if let Some(cert) = &config.dtls_cert {
         rtc = rtc.set_dtls_cert(cert.clone());
@@ -1049,6 +1091,17 @@ fn rtc_config(codec: OfferedCodec, event_rate: Option<u32>, config: &WebrtcLegCo
             FormatParams::default(),
         );
     }
+    // str0m asks for transport-cc feedback on every payload type it adds.
+    let params = codecs
+        .params()
+        .iter()
+        .cloned()
+        .map(|mut params| {
+            params.set_fb_transport_cc(false);
+            params
+        })
+        .collect();
+    *codecs = CodecConfig::new_from_payload_params(params);
     rtc
 }
 
@@ -1166,6 +1219,16 @@ fn first_sequence_number() -> u64 {
     u64::from(rand::random::<u16>() & 0x7fff)
 }
 
+/// The RTCP cumulative number of packets lost: a signed 24-bit field, which str0m hands over as is.
+fn signed_24(field: u64) -> i64 {
+    let field = (field & 0x00ff_ffff) as i64;
+    if field >= 0x0080_0000 {
+        field - 0x0100_0000
+    } else {
+        field
+    }
+}
+
 fn rtp_units(units: u32, clock_rate: u32) -> Duration {
     Duration::from_micros(u64::from(units) * 1_000_000 / u64::from(clock_rate.max(1)))
 }
@@ -1235,6 +1298,108 @@ mod tests {
             "v=0\nm=audio 9 UDP/TLS/RTP/SAVPF 111\na=fingerprint:sha-256 AB\n"
         ));
         assert!(!has_fingerprint("v=0\r\na=setup:actpass\r\n"));
+    }
+
+    #[test]
+    fn answer_leaves_congestion_control_out() {
+        use crate::media::webrtc_client::{ClientConfig, WebrtcClient};
+        let now = Instant::now();
+        let client_addr: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let mut client = WebrtcClient::new(now, &ClientConfig::chrome(client_addr)).unwrap();
+        let offer = client.create_offer().unwrap();
+        // The offer asks for them, as Chrome's does, so the answer leaving them out is the leg's doing.
+        assert!(offer.contains("transport-wide-cc"), "{offer}");
+        assert!(offer.contains("a=rtcp-fb:111 transport-cc"), "{offer}");
+        let leg_addr: SocketAddr = "127.0.0.1:50000".parse().unwrap();
+        let config = WebrtcLegConfig::new(leg_addr, leg_addr);
+        let (_, answer) = WebrtcLeg::accept_offer(now, &offer, CodecPrefs::default(), &config).unwrap();
+        assert!(!answer.contains("transport-cc"), "{answer}");
+        let extensions: Vec<&str> = answer.lines().filter(|l| l.starts_with("a=extmap:")).collect();
+        assert_eq!(extensions.len(), 1, "{answer}");
+        assert!(
+            extensions[0].ends_with(" urn:ietf:params:rtp-hdrext:sdes:mid"),
+            "{answer}"
+        );
+    }
+
+    #[test]
+    fn receiver_reports_of_a_lossy_path_become_loss_reports() {
+        use crate::media::webrtc_client::{ClientConfig, ClientOutput, WebrtcClient};
+        let start = Instant::now();
+        let client_addr: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let leg_addr: SocketAddr = "127.0.0.1:50000".parse().unwrap();
+        let mut client = WebrtcClient::new(start, &ClientConfig::chrome(client_addr)).unwrap();
+        let offer = client.create_offer().unwrap();
+        let mut config = WebrtcLegConfig::new(leg_addr, leg_addr);
+        config.stats_interval = Duration::from_secs(1);
+        let (mut leg, answer) =
+            WebrtcLeg::accept_offer(start, &offer, CodecPrefs::default(), &config).unwrap();
+        client.accept_answer(&answer).unwrap();
+
+        // Every tenth of our RTP packets is lost on the way to the browser, which reports it.
+        let (mut now, mut next_frame, mut rtp_time) = (start, start, 0u32);
+        let (mut rtp_sent, mut reports) = (0u64, Vec::new());
+        while now < start + Duration::from_secs(40) {
+            let client_wakeup = loop {
+                match client.poll_output() {
+                    ClientOutput::Transmit(t) => leg.handle_receive(now, t.from, t.to, &t.bytes),
+                    ClientOutput::Event(_) => {}
+                    ClientOutput::Timeout(at) => break at,
+                }
+            };
+            let leg_wakeup = loop {
+                match leg.poll_output() {
+                    Output::Transmit(t) => {
+                        // SRTP leaves the RTP header readable; RTCP has payload types 64-95.
+                        let is_rtp = DatagramKind::of(&t.bytes) == DatagramKind::Rtp
+                            && !(192..=223).contains(&t.bytes[1]);
+                        if is_rtp {
+                            rtp_sent += 1;
+                            if rtp_sent % 10 == 0 {
+                                continue;
+                            }
+                        }
+                        client.handle_receive(now, t.from, t.to, &t.bytes);
+                    }
+                    Output::Event(Event::LossReport { expected, lost }) => reports.push((expected, lost)),
+                    Output::Event(_) => {}
+                    Output::Timeout(at) => break at,
+                }
+            };
+            if leg.is_connected() && now >= next_frame {
+                let pt = leg.audio().pt;
+                leg.write_audio(now, pt, rtp_time, vec![0xfc_u8, 0xff, 0xfe])
+                    .unwrap();
+                rtp_time = rtp_time.wrapping_add(960);
+                next_frame += Duration::from_millis(20);
+                continue;
+            }
+            now = client_wakeup.min(leg_wakeup).min(next_frame).max(now);
+            client.handle_timeout(now);
+            leg.handle_timeout(now);
+        }
+
+        assert!(reports.len() >= 3, "{reports:?}");
+        let expected: u64 = reports.iter().map(|r| r.0).sum();
+        let lost: u64 = reports.iter().map(|r| r.1).sum();
+        // Each report covers what the previous did not, up to the last packet the browser saw.
+        assert!(
+            expected <= rtp_sent && expected + 300 >= rtp_sent,
+            "{expected} of {rtp_sent}"
+        );
+        assert!(
+            lost * 10 >= expected - 10 && lost * 10 <= expected + 10,
+            "{lost} of {expected}"
+        );
+        assert_eq!(leg.stats().remote_packets_lost, Some(lost));
+    }
+
+    #[test]
+    fn signed_24_bit_loss_counts() {
+        assert_eq!(signed_24(5), 5);
+        assert_eq!(signed_24(0x7f_ffff), 0x7f_ffff);
+        assert_eq!(signed_24(0xff_ffff), -1);
+        assert_eq!(signed_24(0x80_0000), -0x80_0000);
     }
 
     #[test]
