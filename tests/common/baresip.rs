@@ -155,17 +155,12 @@ impl Baresip {
 
 impl Drop for Baresip {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "--- baresip ({}) ---\n{}",
-                self.directory.path().display(),
-                self.log_text()
-            );
-        }
+        super::end_peer(
+            self.child.take(),
+            "baresip",
+            self.directory.path(),
+            &self.log_text(),
+        );
     }
 }
 

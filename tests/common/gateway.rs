@@ -30,6 +30,8 @@ pub(crate) struct TrunkSpec {
     pub(crate) credentials: Option<(String, String)>,
     /// Failover order: lower first.
     pub(crate) priority: u32,
+    /// `--outbound-proxy`: where requests go instead of `address`.
+    pub(crate) outbound_proxy: Option<SocketAddr>,
 }
 
 impl TrunkSpec {
@@ -42,6 +44,7 @@ impl TrunkSpec {
             transport: "udp",
             credentials: None,
             priority: 0,
+            outbound_proxy: None,
         }
     }
 }
@@ -328,6 +331,10 @@ fn add_trunk(callgate: &Callgate, trunk: &TrunkSpec) {
     ];
     if let Some((username, password)) = &trunk.credentials {
         args.extend(["--username", username.as_str(), "--password", password.as_str()]);
+    }
+    let proxy = trunk.outbound_proxy.map(|proxy| proxy.to_string());
+    if let Some(proxy) = &proxy {
+        args.extend(["--outbound-proxy", proxy.as_str()]);
     }
     callgate.run(&args).success();
 }

@@ -5,6 +5,8 @@ pub(crate) mod baresip;
 pub(crate) mod databases;
 #[allow(dead_code, reason = "only the call tests start a gateway")]
 pub(crate) mod gateway;
+#[allow(dead_code, reason = "only the interop tests run kamailio")]
+pub(crate) mod kamailio;
 #[allow(dead_code, reason = "only the call tests record RTP")]
 pub(crate) mod rtp;
 #[allow(dead_code, reason = "only the call tests run SIPp")]
@@ -162,5 +164,18 @@ impl Outcome {
             lines[0]
         );
         lines[0].to_owned()
+    }
+}
+
+/// Kills a peer process (baresip, Kamailio) at the end of a test and, when the test is failing, prints its
+/// log with the directory holding its config.
+#[allow(dead_code, reason = "only the interop tests run such peers")]
+pub(crate) fn end_peer(child: Option<Child>, name: &str, directory: &std::path::Path, log: &str) {
+    if let Some(mut child) = child {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    if std::thread::panicking() {
+        eprintln!("--- {name} ({}) ---\n{log}", directory.display());
     }
 }
