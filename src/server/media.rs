@@ -13,6 +13,15 @@
 //! hash lookup, the session's work and `send_to` for what it produced. Nothing in that path
 //! allocates in our code or takes a lock.
 //!
+//! ## One wake-up per frame
+//!
+//! Each worker has a 20 ms grid (`grid + k * FRAME`, from when it started). Its sessions put their
+//! ticks on it ([`SessionSettings::tick_grid`]) and run their jitter-buffer polls at the tick, and the
+//! worker sleeps until the grid instant at or after its earliest deadline, so the ICE, DTLS, RTCP and
+//! DTMF timers in between wait for the next slot too (at most 20 ms, which none of them minds). One
+//! wake-up then serves every call due in that slot instead of one or more per call; datagrams and
+//! commands still wake the worker at once.
+//!
 //! Signaling talks to the workers through a [`MediaEngine`] handle (`Clone + Send`): each async method
 //! sends a command over a `tokio::sync::mpsc` channel, wakes the worker through its `mio::Waker`, and
 //! awaits the reply on a oneshot. New calls go to the least-loaded worker that is keeping up.
@@ -31,7 +40,8 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -45,7 +55,7 @@ use crate::config::MediaConfig;
 use crate::media::demux::Demux;
 use crate::media::session::{
     CallMediaStats, LegMediaStats, MediaError, MediaEvent, MediaSession, Output, Reoffer, SessionSettings,
-    SocketKind,
+    SocketKind, grid_ceil,
 };
 use crate::media::webrtc_leg::generate_dtls_cert;
 use crate::metrics::{LegCounters, Metrics};
@@ -64,6 +74,13 @@ const COMMAND_QUEUE: usize = 1024;
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// The largest datagram read; WebRTC and RTP datagrams stay under the path MTU.
 const RECEIVE_BUFFER: usize = 4096;
+/// Kernel receive buffer asked for on each worker's WebRTC socket (all its calls' browser media:
+/// ~5000 datagrams/s at 200 calls): ~1 s of traffic, so that a stall of the worker becomes jitter
+/// rather than loss. The kernel may cap it (`net.core.rmem_max`) unless we may force it.
+const WEBRTC_SOCKET_BUFFER: usize = 4 << 20;
+/// After its sockets dropped datagrams, a worker counts as falling behind for this many
+/// housekeeping rounds.
+const DROP_HOLD: u32 = 5;
 /// Lateness histogram: 250 µs buckets up to 50 ms, and one for anything later.
 const LATENESS_BUCKET: Duration = Duration::from_micros(250);
 const LATENESS_BUCKETS: usize = 201;
@@ -97,6 +114,8 @@ pub enum EngineError {
 struct WorkerLoad {
     calls: AtomicUsize,
     lateness_p99_micros: AtomicU64,
+    /// The kernel dropped datagrams on this worker's sockets recently (full receive buffers).
+    dropping: AtomicBool,
 }
 
 /// A command for a worker, with the oneshot for its reply.
@@ -205,6 +224,10 @@ impl MediaEngine {
             };
             let socket = std::net::UdpSocket::bind(SocketAddr::new(config.bind_ip, port))?;
             socket.set_nonblocking(true)?;
+            match set_receive_buffer(&socket, WEBRTC_SOCKET_BUFFER) {
+                Ok(bytes) => tracing::debug!(bytes, "WebRTC socket receive buffer"),
+                Err(error) => tracing::warn!(%error, "WebRTC socket receive buffer left at the default"),
+            }
             let mut socket = UdpSocket::from_std(socket);
             let local = socket.local_addr()?;
             let poll = Poll::new()?;
@@ -234,6 +257,9 @@ impl MediaEngine {
                 metrics: metrics.clone(),
                 load: load.clone(),
                 lateness: LatenessWindow::new(),
+                grid: Instant::now(),
+                webrtc_drops: 0,
+                drop_hold: 0,
                 buffer: vec![0; RECEIVE_BUFFER].into_boxed_slice(),
                 stopping: None,
             };
@@ -444,7 +470,7 @@ impl WorkerHandle {
     fn is_behind(&self) -> bool {
         let lateness = Duration::from_micros(self.load.lateness_p99_micros.load(Ordering::Relaxed));
         let queued = COMMAND_QUEUE - self.commands.capacity();
-        lateness > OVERLOAD_LATENESS || queued > OVERLOAD_QUEUE
+        lateness > OVERLOAD_LATENESS || queued > OVERLOAD_QUEUE || self.load.dropping.load(Ordering::Relaxed)
     }
 }
 
@@ -474,6 +500,8 @@ struct CallSlot {
     generation: u64,
     /// What was already added to the shared metrics.
     flushed: CallMediaStats,
+    /// The RTP socket's kernel drop count at the last housekeeping.
+    rtp_drops: u32,
 }
 
 /// A timer entry: when, which slot, which call (a reused slot gets a new generation).
@@ -502,6 +530,12 @@ struct Worker {
     metrics: Arc<Metrics>,
     load: Arc<WorkerLoad>,
     lateness: LatenessWindow,
+    /// The origin of this worker's 20 ms grid (see the module docs).
+    grid: Instant,
+    /// The WebRTC socket's kernel drop count at the last housekeeping.
+    webrtc_drops: u32,
+    /// Housekeeping rounds left during which this worker reports dropping.
+    drop_hold: u32,
     buffer: Box<[u8]>,
     stopping: Option<oneshot::Sender<()>>,
 }
@@ -514,7 +548,13 @@ impl Worker {
             let now = Instant::now();
             let mut wake_at = next_housekeeping;
             if let Some(Reverse((at, _, _))) = self.timers.peek() {
-                wake_at = wake_at.min(*at);
+                // A deadline already due runs at once; a later one waits for its grid slot.
+                let slot = if *at <= now {
+                    *at
+                } else {
+                    grid_ceil(self.grid, *at)
+                };
+                wake_at = wake_at.min(slot);
             }
             if !self.pending_events.is_empty() {
                 wake_at = wake_at.min(now + Duration::from_millis(10));
@@ -530,9 +570,9 @@ impl Worker {
             let now = Instant::now();
             for event in &events {
                 match event.token() {
-                    WEBRTC_TOKEN => self.receive_webrtc(now),
+                    WEBRTC_TOKEN => self.receive_webrtc(),
                     WAKER_TOKEN => {}
-                    Token(token) => self.receive_rtp(now, token),
+                    Token(token) => self.receive_rtp(token),
                 }
             }
             if !self.handle_commands(now) {
@@ -551,7 +591,7 @@ impl Worker {
         }
     }
 
-    fn receive_webrtc(&mut self, now: Instant) {
+    fn receive_webrtc(&mut self) {
         loop {
             let (len, source) = match self.webrtc_socket.recv_from(&mut self.buffer) {
                 Ok(received) => received,
@@ -561,6 +601,7 @@ impl Worker {
                     continue;
                 }
             };
+            let received = Instant::now();
             let datagram = &self.buffer[..len];
             let Some(index) = self.demux.route(source, datagram) else {
                 continue;
@@ -569,12 +610,25 @@ impl Worker {
                 continue;
             };
             slot.session
-                .handle_webrtc_receive(now, source, self.webrtc_local, datagram);
-            self.after_session(index);
+                .handle_webrtc_receive(received, source, self.webrtc_local, datagram);
+            let sent = self.after_session(index);
+            if sent.pbx > 0 {
+                self.relayed(index, received);
+            }
         }
     }
 
-    fn receive_rtp(&mut self, now: Instant, token: usize) {
+    /// A received datagram made the session send toward the other leg: for a passthrough call that
+    /// is the relay, and its delay through the gateway is recorded.
+    fn relayed(&self, index: usize, received: Instant) {
+        if let Some(slot) = self.calls.get(index).and_then(Option::as_ref)
+            && !slot.session.is_transcoding()
+        {
+            self.metrics.processing_passthrough.observe(received.elapsed());
+        }
+    }
+
+    fn receive_rtp(&mut self, token: usize) {
         let Some(offset) = token.checked_sub(FIRST_CALL_TOKEN) else {
             return;
         };
@@ -597,9 +651,13 @@ impl Worker {
                     continue;
                 }
             };
+            let received = Instant::now();
             slot.session
-                .handle_rtp_receive(now, source, local, &self.buffer[..len]);
-            self.after_session(index);
+                .handle_rtp_receive(received, source, local, &self.buffer[..len]);
+            let sent = self.after_session(index);
+            if sent.webrtc > 0 {
+                self.relayed(index, received);
+            }
         }
     }
 
@@ -622,29 +680,39 @@ impl Worker {
                 continue;
             }
             slot.scheduled = None;
-            self.lateness.record(now.saturating_duration_since(at));
+            // The worker meant to run this at its grid slot, not before.
+            self.lateness
+                .record(now.saturating_duration_since(grid_ceil(self.grid, at)));
             let started = Instant::now();
-            let codec_ops = slot.session.handle_timeout(started);
-            if codec_ops > 0 {
+            let work = slot.session.handle_timeout(started);
+            let sent = self.after_session(index);
+            if work.codec_ops > 0 {
                 // Two codec operations (a decode and an encode) make one transcoded frame.
-                let elapsed = started.elapsed();
-                self.metrics.transcode_frame_time.observe(elapsed * 2 / codec_ops);
+                self.metrics
+                    .transcode_frame_time
+                    .observe(work.codec_time * 2 / work.codec_ops);
+                if sent.webrtc + sent.pbx > 0 {
+                    self.metrics.processing_transcoding.observe(started.elapsed());
+                    self.metrics
+                        .tick_wait
+                        .observe(started.saturating_duration_since(at));
+                }
             }
-            self.after_session(index);
         }
     }
 
     /// Sends what the session produced, passes its events on, and schedules its next deadline.
-    fn after_session(&mut self, index: usize) {
+    fn after_session(&mut self, index: usize) -> Sent {
         let Some(slot) = self.calls.get_mut(index).and_then(Option::as_mut) else {
-            return;
+            return Sent::default();
         };
-        drain_session(slot, &self.webrtc_socket, &mut self.pending_events);
+        let sent = drain_session(slot, &self.webrtc_socket, &mut self.pending_events);
         let at = slot.session.poll_timeout();
         if slot.scheduled.is_none_or(|scheduled| at < scheduled) {
             slot.scheduled = Some(at);
             self.timers.push(Reverse((at, index, slot.generation)));
         }
+        sent
     }
 
     /// Takes every waiting command; false once the worker must stop.
@@ -749,6 +817,8 @@ impl Worker {
         settings.webrtc_advertised = self.webrtc_advertised;
         settings.webrtc_local = self.webrtc_local;
         settings.dtls_cert = self.dtls_cert.clone();
+        settings.tick_grid = Some(self.grid);
+        settings.codec_clock = Some(Instant::now);
         let (session, pbx_offer) = match MediaSession::prepare(now, offer, trunk_codecs, &settings) {
             Ok(prepared) => prepared,
             Err(error) => {
@@ -788,6 +858,7 @@ impl Worker {
             scheduled: None,
             generation: self.next_generation,
             flushed: CallMediaStats::default(),
+            rtp_drops: 0,
         });
         self.by_id.insert(id, index);
         self.load.calls.fetch_add(1, Ordering::Relaxed);
@@ -864,10 +935,104 @@ impl Worker {
             u64::try_from(p99.as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
+        let mut drops = 0;
+        if let Some(count) = socket_drops(&self.webrtc_socket) {
+            drops += u64::from(count.wrapping_sub(self.webrtc_drops));
+            self.webrtc_drops = count;
+        }
         for slot in self.calls.iter_mut().flatten() {
             flush_metrics(&self.metrics, slot);
+            if let Some(count) = socket_drops(&slot.rtp) {
+                drops += u64::from(count.wrapping_sub(slot.rtp_drops));
+                slot.rtp_drops = count;
+            }
         }
+        if drops > 0 {
+            tracing::warn!(drops, "media sockets dropped datagrams: receive buffers full");
+            self.metrics.socket_drops.fetch_add(drops, Ordering::Relaxed);
+            self.drop_hold = DROP_HOLD;
+        } else {
+            self.drop_hold = self.drop_hold.saturating_sub(1);
+        }
+        self.load.dropping.store(self.drop_hold > 0, Ordering::Relaxed);
     }
+}
+
+/// Asks for a `bytes` receive buffer, forcing past `net.core.rmem_max` when allowed (CAP_NET_ADMIN)
+/// and taking what the kernel grants otherwise; returns the size the kernel reports.
+fn set_receive_buffer(socket: &impl AsRawFd, bytes: usize) -> io::Result<usize> {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let fd = socket.as_raw_fd();
+    let forced = set_int_option(fd, libc::SO_RCVBUFFORCE, value);
+    if forced.is_err() {
+        set_int_option(fd, libc::SO_RCVBUF, value)?;
+    }
+    let mut granted: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `granted` and `len` are valid for writes and `len` holds `granted`'s size.
+    let result = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw mut granted).cast(),
+            &raw mut len,
+        )
+    };
+    if result != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(granted).unwrap_or(0))
+}
+
+fn set_int_option(fd: RawFd, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: `value` lives across the call and the length passed is its size.
+    let result = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            (&raw const value).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The number of datagrams the kernel dropped on `socket` since it was opened (full receive buffer),
+/// from `SO_MEMINFO`; `None` where the kernel does not say.
+fn socket_drops(socket: &impl AsRawFd) -> Option<u32> {
+    let mut info = [0u32; SK_MEMINFO_VARS];
+    let mut len = size_of_val(&info) as libc::socklen_t;
+    // SAFETY: `info` and `len` are valid for writes and `len` holds `info`'s size; the kernel writes
+    // at most `len` bytes and updates `len`.
+    let result = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &raw mut len,
+        )
+    };
+    let drops_end = (SK_MEMINFO_DROPS + 1) * size_of::<u32>();
+    (result == 0 && len as usize >= drops_end).then_some(info[SK_MEMINFO_DROPS])
+}
+
+/// `SO_MEMINFO` (linux/asm-generic/socket.h) and its layout (linux/sock_diag.h).
+const SO_MEMINFO: libc::c_int = 55;
+const SK_MEMINFO_VARS: usize = 9;
+const SK_MEMINFO_DROPS: usize = 8;
+
+/// Datagrams one drain of a session handed to each leg's sockets.
+#[derive(Debug, Default, Clone, Copy)]
+struct Sent {
+    webrtc: u32,
+    pbx: u32,
 }
 
 fn bind_udp(ip: IpAddr, port: u16) -> io::Result<UdpSocket> {
@@ -878,22 +1043,29 @@ fn bind_udp(ip: IpAddr, port: u16) -> io::Result<UdpSocket> {
 
 /// Sends a session's datagrams from the right socket and keeps its events for the channel. A socket
 /// that cannot take a datagram now drops it: media is not worth waiting for.
-fn drain_session(slot: &mut CallSlot, webrtc: &UdpSocket, events: &mut VecDeque<(CallMediaId, MediaEvent)>) {
+fn drain_session(
+    slot: &mut CallSlot,
+    webrtc: &UdpSocket,
+    events: &mut VecDeque<(CallMediaId, MediaEvent)>,
+) -> Sent {
+    let mut sent = Sent::default();
     while let Some(output) = slot.session.poll_output() {
         match output {
             Output::Transmit(transmit) => {
-                let socket = match transmit.socket {
-                    SocketKind::Webrtc => webrtc,
-                    SocketKind::Rtp => &slot.rtp,
-                    SocketKind::Rtcp => &slot.rtcp,
+                let (socket, count) = match transmit.socket {
+                    SocketKind::Webrtc => (webrtc, &mut sent.webrtc),
+                    SocketKind::Rtp => (&slot.rtp, &mut sent.pbx),
+                    SocketKind::Rtcp => (&slot.rtcp, &mut sent.pbx),
                 };
-                if let Err(error) = socket.send_to(transmit.bytes, transmit.to) {
-                    tracing::trace!(%error, to = %transmit.to, "media datagram not sent");
+                match socket.send_to(transmit.bytes, transmit.to) {
+                    Ok(_) => *count += 1,
+                    Err(error) => tracing::trace!(%error, to = %transmit.to, "media datagram not sent"),
                 }
             }
             Output::Event(event) => events.push_back((slot.id, event)),
         }
     }
+    sent
 }
 
 /// Adds what a call counted since the last flush to the shared leg counters.
