@@ -19,8 +19,16 @@
 //! ticks on it ([`SessionSettings::tick_grid`]) and run their jitter-buffer polls at the tick, and the
 //! worker sleeps until the grid instant at or after its earliest deadline, so the ICE, DTLS, RTCP and
 //! DTMF timers in between wait for the next slot too (at most 20 ms, which none of them minds). One
-//! wake-up then serves every call due in that slot instead of one or more per call; datagrams and
-//! commands still wake the worker at once.
+//! wake-up then serves every call due in that slot instead of one or more per call.
+//!
+//! Datagrams are read with `recvmmsg`, up to [`BATCH`] per system call, with the kernel's receive
+//! timestamp (`SO_TIMESTAMPNS`) as their arrival time. That makes reading them late harmless for a
+//! transcoding call, whose audio only moves at its ticks: its RTP socket is not watched at all but
+//! read at every grid slot, and while every call of the worker transcodes and is connected the
+//! WebRTC socket is read the same way, so the worker sleeps from slot to slot instead of waking for
+//! each datagram. A passthrough call, or one still setting up (ICE, DTLS), makes the worker watch the
+//! WebRTC socket again, since its datagrams must be relayed or answered at once. Commands always wake
+//! the worker at once.
 //!
 //! Signaling talks to the workers through a [`MediaEngine`] handle (`Clone + Send`): each async method
 //! sends a command over a `tokio::sync::mpsc` channel, wakes the worker through its `mio::Waker`, and
@@ -39,7 +47,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -73,7 +81,9 @@ const COMMAND_QUEUE: usize = 1024;
 /// How often a worker publishes its lateness and flushes call counters into the metrics.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// The largest datagram read; WebRTC and RTP datagrams stay under the path MTU.
-const RECEIVE_BUFFER: usize = 4096;
+const RECEIVE_BUFFER: usize = 2048;
+/// Datagrams one `recvmmsg` takes at most.
+const BATCH: usize = 32;
 /// Kernel receive buffer asked for on each worker's WebRTC socket (all its calls' browser media:
 /// ~5000 datagrams/s at 200 calls): ~1 s of traffic, so that a stall of the worker becomes jitter
 /// rather than loss. The kernel may cap it (`net.core.rmem_max`) unless we may force it.
@@ -224,6 +234,7 @@ impl MediaEngine {
             };
             let socket = std::net::UdpSocket::bind(SocketAddr::new(config.bind_ip, port))?;
             socket.set_nonblocking(true)?;
+            set_int_option(socket.as_raw_fd(), SO_TIMESTAMPNS, 1)?;
             match set_receive_buffer(&socket, WEBRTC_SOCKET_BUFFER) {
                 Ok(bytes) => tracing::debug!(bytes, "WebRTC socket receive buffer"),
                 Err(error) => tracing::warn!(%error, "WebRTC socket receive buffer left at the default"),
@@ -260,7 +271,8 @@ impl MediaEngine {
                 grid: Instant::now(),
                 webrtc_drops: 0,
                 drop_hold: 0,
-                buffer: vec![0; RECEIVE_BUFFER].into_boxed_slice(),
+                batch: Some(Box::new(ReceiveBatch::new())),
+                webrtc_deferred: false,
                 stopping: None,
             };
             workers.push(WorkerHandle {
@@ -502,6 +514,11 @@ struct CallSlot {
     flushed: CallMediaStats,
     /// The RTP socket's kernel drop count at the last housekeeping.
     rtp_drops: u32,
+    /// The RTP socket is read at the grid slots instead of being watched (a transcoding call).
+    rtp_deferred: bool,
+    /// The latest instant handed to the session: a datagram read late carries an earlier arrival,
+    /// which is raised to this so that the session never sees time go back.
+    last_input: Instant,
 }
 
 /// A timer entry: when, which slot, which call (a reused slot gets a new generation).
@@ -536,7 +553,10 @@ struct Worker {
     webrtc_drops: u32,
     /// Housekeeping rounds left during which this worker reports dropping.
     drop_hold: u32,
-    buffer: Box<[u8]>,
+    /// Where datagrams are read into; taken while its datagrams are handed to sessions.
+    batch: Option<Box<ReceiveBatch>>,
+    /// The WebRTC socket is read at the grid slots instead of being watched (see the module docs).
+    webrtc_deferred: bool,
     stopping: Option<oneshot::Sender<()>>,
 }
 
@@ -544,17 +564,15 @@ impl Worker {
     fn run(mut self) {
         let mut events = Events::with_capacity(256);
         let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
+        let mut next_slot = grid_ceil(self.grid, Instant::now());
         loop {
             let now = Instant::now();
             let mut wake_at = next_housekeeping;
+            if !self.by_id.is_empty() {
+                wake_at = wake_at.min(next_slot);
+            }
             if let Some(Reverse((at, _, _))) = self.timers.peek() {
-                // A deadline already due runs at once; a later one waits for its grid slot.
-                let slot = if *at <= now {
-                    *at
-                } else {
-                    grid_ceil(self.grid, *at)
-                };
-                wake_at = wake_at.min(slot);
+                wake_at = wake_at.min(wake_slot(self.grid, *at, now));
             }
             if !self.pending_events.is_empty() {
                 wake_at = wake_at.min(now + Duration::from_millis(10));
@@ -568,6 +586,11 @@ impl Worker {
                 return;
             }
             let now = Instant::now();
+            if now >= next_slot {
+                self.update_deferral();
+                self.receive_deferred();
+                next_slot = grid_ceil(self.grid, now + Duration::from_nanos(1));
+            }
             for event in &events {
                 match event.token() {
                     WEBRTC_TOKEN => self.receive_webrtc(),
@@ -591,31 +614,47 @@ impl Worker {
         }
     }
 
+    /// Reads the WebRTC socket until it is empty and hands each datagram to its call.
     fn receive_webrtc(&mut self) {
+        let Some(mut batch) = self.batch.take() else {
+            return;
+        };
         loop {
-            let (len, source) = match self.webrtc_socket.recv_from(&mut self.buffer) {
-                Ok(received) => received,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+            let count = match batch.receive(&self.webrtc_socket) {
+                Ok(count) => count,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) => {
                     tracing::debug!(%error, "WebRTC socket receive");
-                    continue;
+                    break;
                 }
             };
-            let received = Instant::now();
-            let datagram = &self.buffer[..len];
-            let Some(index) = self.demux.route(source, datagram) else {
-                continue;
-            };
-            let Some(slot) = self.calls.get_mut(index).and_then(Option::as_mut) else {
-                continue;
-            };
-            slot.session
-                .handle_webrtc_receive(received, source, self.webrtc_local, datagram);
-            let sent = self.after_session(index);
-            if sent.pbx > 0 {
-                self.relayed(index, received);
+            for datagram in 0..count {
+                let (source, arrival, bytes) = batch.datagram(datagram);
+                let Some(source) = source else {
+                    continue;
+                };
+                let Some(index) = self.demux.route(source, bytes) else {
+                    continue;
+                };
+                let Some(slot) = self.calls.get_mut(index).and_then(Option::as_mut) else {
+                    continue;
+                };
+                let at = arrival.max(slot.last_input);
+                slot.last_input = at;
+                slot.session
+                    .handle_webrtc_receive(at, source, self.webrtc_local, bytes);
+                let sent = self.after_session(index);
+                if sent.pbx > 0 {
+                    self.relayed(index, arrival);
+                }
+            }
+            // Fewer than asked for: the queue was empty a moment ago, and the next datagram raises
+            // a new readiness edge.
+            if count < BATCH {
+                break;
             }
         }
+        self.batch = Some(batch);
     }
 
     /// A received datagram made the session send toward the other leg: for a passthrough call that
@@ -632,31 +671,103 @@ impl Worker {
         let Some(offset) = token.checked_sub(FIRST_CALL_TOKEN) else {
             return;
         };
-        let index = offset / 2;
-        let is_rtcp = offset % 2 == 1;
-        loop {
-            let Some(slot) = self.calls.get_mut(index).and_then(Option::as_mut) else {
-                return;
-            };
+        self.receive_call(offset / 2, offset % 2 == 1);
+    }
+
+    /// Reads one of a call's sockets (RTP, or RTCP) until it is empty and hands the datagrams to it.
+    fn receive_call(&mut self, index: usize, is_rtcp: bool) {
+        let Some(mut batch) = self.batch.take() else {
+            return;
+        };
+        while let Some(slot) = self.calls.get_mut(index).and_then(Option::as_mut) {
             let (socket, local) = if is_rtcp {
                 (&slot.rtcp, slot.rtcp_local)
             } else {
                 (&slot.rtp, slot.rtp_local)
             };
-            let (len, source) = match socket.recv_from(&mut self.buffer) {
-                Ok(received) => received,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+            let count = match batch.receive(socket) {
+                Ok(count) => count,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) => {
                     tracing::debug!(%error, "RTP socket receive");
-                    continue;
+                    break;
                 }
             };
-            let received = Instant::now();
-            slot.session
-                .handle_rtp_receive(received, source, local, &self.buffer[..len]);
-            let sent = self.after_session(index);
-            if sent.webrtc > 0 {
-                self.relayed(index, received);
+            for datagram in 0..count {
+                let (source, arrival, bytes) = batch.datagram(datagram);
+                let Some(source) = source else {
+                    continue;
+                };
+                let Some(slot) = self.calls.get_mut(index).and_then(Option::as_mut) else {
+                    break;
+                };
+                let at = arrival.max(slot.last_input);
+                slot.last_input = at;
+                slot.session.handle_rtp_receive(at, source, local, bytes);
+                let sent = self.after_session(index);
+                if sent.webrtc > 0 {
+                    self.relayed(index, arrival);
+                }
+            }
+            if count < BATCH {
+                break;
+            }
+        }
+        self.batch = Some(batch);
+    }
+
+    /// Reads the sockets that are not watched: the RTP sockets of transcoding calls, and the WebRTC
+    /// socket while every call transcodes (see the module docs). Runs at every grid slot, before
+    /// the ticks.
+    fn receive_deferred(&mut self) {
+        if self.webrtc_deferred {
+            self.receive_webrtc();
+        }
+        for index in 0..self.calls.len() {
+            if self.calls[index].as_ref().is_some_and(|slot| slot.rtp_deferred) {
+                self.receive_call(index, false);
+            }
+        }
+    }
+
+    /// Stops watching the sockets that can wait for the grid and watches again those that cannot.
+    fn update_deferral(&mut self) {
+        let registry = self.poll.registry();
+        let mut all_steady = !self.by_id.is_empty();
+        for (index, slot) in self.calls.iter_mut().enumerate() {
+            let Some(slot) = slot.as_mut() else {
+                continue;
+            };
+            let transcoding = slot.session.is_transcoding();
+            all_steady &= transcoding && slot.session.is_connected();
+            if transcoding != slot.rtp_deferred {
+                let changed = if transcoding {
+                    registry.deregister(&mut slot.rtp)
+                } else {
+                    let token = Token(FIRST_CALL_TOKEN + 2 * index);
+                    registry.register(&mut slot.rtp, token, Interest::READABLE)
+                };
+                match changed {
+                    Ok(()) => slot.rtp_deferred = transcoding,
+                    Err(error) => tracing::warn!(%error, "RTP socket watch not changed"),
+                }
+            }
+        }
+        if all_steady != self.webrtc_deferred {
+            let changed = if all_steady {
+                registry.deregister(&mut self.webrtc_socket)
+            } else {
+                registry.register(&mut self.webrtc_socket, WEBRTC_TOKEN, Interest::READABLE)
+            };
+            match changed {
+                Ok(()) => {
+                    self.webrtc_deferred = all_steady;
+                    if !all_steady {
+                        // What came while it was not watched must not wait for the next datagram.
+                        self.receive_webrtc();
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "WebRTC socket watch not changed"),
             }
         }
     }
@@ -684,6 +795,7 @@ impl Worker {
             self.lateness
                 .record(now.saturating_duration_since(grid_ceil(self.grid, at)));
             let started = Instant::now();
+            slot.last_input = started;
             let work = slot.session.handle_timeout(started);
             let sent = self.after_session(index);
             if work.codec_ops > 0 {
@@ -731,6 +843,8 @@ impl Worker {
                     reply,
                 } => {
                     let _ = reply.send(self.prepare(now, id, &offer, &trunk_codecs));
+                    // Its ICE and DTLS need the WebRTC socket watched.
+                    self.update_deferral();
                 }
                 Command::ApplyPbxAnswer {
                     id,
@@ -738,17 +852,17 @@ impl Worker {
                     early,
                     reply,
                 } => {
-                    let result = self.with_session(id, |s| s.apply_pbx_answer(now, &sdp, early));
+                    let result = self.with_session(now, id, |s| s.apply_pbx_answer(now, &sdp, early));
                     let _ = reply.send(result);
                 }
                 Command::Reoffer { id, from, sdp, reply } => {
-                    let _ = reply.send(self.with_session(id, |s| s.reoffer(now, from, &sdp)));
+                    let _ = reply.send(self.with_session(now, id, |s| s.reoffer(now, from, &sdp)));
                 }
                 Command::Reanswer { id, from, sdp, reply } => {
-                    let _ = reply.send(self.with_session(id, |s| s.reanswer(now, from, &sdp)));
+                    let _ = reply.send(self.with_session(now, id, |s| s.reanswer(now, from, &sdp)));
                 }
                 Command::RefreshSdp { id, reply } => {
-                    let _ = reply.send(self.with_session(id, |s| Ok(s.pbx_refresh_sdp())));
+                    let _ = reply.send(self.with_session(now, id, |s| Ok(s.pbx_refresh_sdp())));
                 }
                 Command::SendDtmf {
                     id,
@@ -756,7 +870,7 @@ impl Worker {
                     duration_ms,
                     reply,
                 } => {
-                    let result = self.with_session(id, |s| s.send_dtmf(now, digit, duration_ms));
+                    let result = self.with_session(now, id, |s| s.send_dtmf(now, digit, duration_ms));
                     let _ = reply.send(result);
                 }
                 Command::Close { id, reply } => {
@@ -782,6 +896,7 @@ impl Worker {
 
     fn with_session<T>(
         &mut self,
+        now: Instant,
         id: CallMediaId,
         operation: impl FnOnce(&mut MediaSession) -> Result<T, MediaError>,
     ) -> Result<T, EngineError> {
@@ -791,6 +906,7 @@ impl Worker {
             .get_mut(index)
             .and_then(Option::as_mut)
             .ok_or(EngineError::UnknownCall(id))?;
+        slot.last_input = slot.last_input.max(now);
         let result = operation(&mut slot.session);
         self.register_ufrag(index);
         self.after_session(index);
@@ -859,6 +975,8 @@ impl Worker {
             generation: self.next_generation,
             flushed: CallMediaStats::default(),
             rtp_drops: 0,
+            rtp_deferred: false,
+            last_input: now,
         });
         self.by_id.insert(id, index);
         self.load.calls.fetch_add(1, Ordering::Relaxed);
@@ -896,7 +1014,9 @@ impl Worker {
         flush_metrics(&self.metrics, &mut slot);
         self.demux.remove(index);
         let registry = self.poll.registry();
-        let _ = registry.deregister(&mut slot.rtp);
+        if !slot.rtp_deferred {
+            let _ = registry.deregister(&mut slot.rtp);
+        }
         let _ = registry.deregister(&mut slot.rtcp);
         self.ports.push_back(slot.rtp_port);
         self.free_slots.push(index);
@@ -1023,6 +1143,9 @@ fn socket_drops(socket: &impl AsRawFd) -> Option<u32> {
     (result == 0 && len as usize >= drops_end).then_some(info[SK_MEMINFO_DROPS])
 }
 
+/// `SO_TIMESTAMPNS_OLD` (linux/asm-generic/socket.h): receive timestamps as a native `timespec`; also
+/// the control message type that carries them.
+const SO_TIMESTAMPNS: libc::c_int = 35;
 /// `SO_MEMINFO` (linux/asm-generic/socket.h) and its layout (linux/sock_diag.h).
 const SO_MEMINFO: libc::c_int = 55;
 const SK_MEMINFO_VARS: usize = 9;
@@ -1038,7 +1161,142 @@ struct Sent {
 fn bind_udp(ip: IpAddr, port: u16) -> io::Result<UdpSocket> {
     let socket = std::net::UdpSocket::bind(SocketAddr::new(ip, port))?;
     socket.set_nonblocking(true)?;
+    set_int_option(socket.as_raw_fd(), SO_TIMESTAMPNS, 1)?;
     Ok(UdpSocket::from_std(socket))
+}
+
+/// When the worker wakes for a deadline `at`: at once when it is due, else at its grid slot.
+fn wake_slot(grid: Instant, at: Instant, now: Instant) -> Instant {
+    if at <= now { at } else { grid_ceil(grid, at) }
+}
+
+/// Room for one datagram's control messages: a `SCM_TIMESTAMPNS` timespec and its header, with
+/// margin; `u64` for the alignment `cmsghdr` needs.
+const CONTROL_WORDS: usize = 8;
+
+/// Buffers for one `recvmmsg` of up to [`BATCH`] datagrams, and what it read.
+struct ReceiveBatch {
+    buffers: Box<[[u8; RECEIVE_BUFFER]; BATCH]>,
+    addresses: [libc::sockaddr_storage; BATCH],
+    controls: [[u64; CONTROL_WORDS]; BATCH],
+    lens: [usize; BATCH],
+    arrivals: [Instant; BATCH],
+}
+
+impl ReceiveBatch {
+    fn new() -> Self {
+        ReceiveBatch {
+            buffers: Box::new([[0; RECEIVE_BUFFER]; BATCH]),
+            // SAFETY: sockaddr_storage is plain data for which all zeroes is a valid value.
+            addresses: unsafe { std::mem::zeroed() },
+            controls: [[0; CONTROL_WORDS]; BATCH],
+            lens: [0; BATCH],
+            arrivals: [Instant::now(); BATCH],
+        }
+    }
+
+    /// Reads what `socket` has waiting, up to [`BATCH`] datagrams, without blocking; returns how many
+    /// (`WouldBlock` when none).
+    fn receive(&mut self, socket: &impl AsRawFd) -> io::Result<usize> {
+        // The pointer tables live on the stack for this call only, so the batch holds no pointers
+        // into itself (and the worker stays `Send`).
+        // SAFETY: iovec and mmsghdr are plain C structs for which all zeroes (null pointers, zero
+        // lengths) is valid; every pointer is set below before the kernel sees it.
+        let mut iovecs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        for (index, (iovec, header)) in iovecs.iter_mut().zip(headers.iter_mut()).enumerate() {
+            iovec.iov_base = self.buffers[index].as_mut_ptr().cast();
+            iovec.iov_len = RECEIVE_BUFFER;
+            let message = &mut header.msg_hdr;
+            message.msg_name = (&raw mut self.addresses[index]).cast();
+            message.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            message.msg_iov = iovec;
+            message.msg_iovlen = 1;
+            message.msg_control = self.controls[index].as_mut_ptr().cast();
+            message.msg_controllen = size_of::<[u64; CONTROL_WORDS]>() as _;
+        }
+        // SAFETY: `headers` describes BATCH messages whose names, buffers and control areas are
+        // owned by `self` and `iovecs`, all alive and unaliased for the duration of the call.
+        let received = unsafe {
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                headers.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        let Ok(count) = usize::try_from(received) else {
+            return Err(io::Error::last_os_error());
+        };
+        // Kernel timestamps are wall-clock time; map them onto the monotonic clock through one
+        // reading of both (a clock step between the two readings is not worth guarding against).
+        let monotonic = Instant::now();
+        let wall = SystemTime::now();
+        for (index, header) in headers.iter().enumerate().take(count) {
+            self.lens[index] = (header.msg_len as usize).min(RECEIVE_BUFFER);
+            self.arrivals[index] = kernel_timestamp(&header.msg_hdr)
+                .and_then(|stamp| wall.duration_since(stamp).ok())
+                .and_then(|age| monotonic.checked_sub(age))
+                .unwrap_or(monotonic);
+        }
+        Ok(count)
+    }
+
+    /// Datagram `index` of the last [`ReceiveBatch::receive`]: its source (`None` when not IP), its
+    /// arrival and its bytes.
+    fn datagram(&self, index: usize) -> (Option<SocketAddr>, Instant, &[u8]) {
+        (
+            socket_addr(&self.addresses[index]),
+            self.arrivals[index],
+            &self.buffers[index][..self.lens[index]],
+        )
+    }
+}
+
+/// The `SCM_TIMESTAMPNS` control message of a received message, as wall-clock time.
+fn kernel_timestamp(message: &libc::msghdr) -> Option<SystemTime> {
+    // SAFETY: `message` was filled by recvmmsg: its control pointer and length describe the control
+    // messages the kernel wrote into our buffer, which the CMSG macros walk within bounds.
+    unsafe {
+        let mut control = libc::CMSG_FIRSTHDR(message);
+        while !control.is_null() {
+            let header = &*control;
+            if header.cmsg_level == libc::SOL_SOCKET && header.cmsg_type == SO_TIMESTAMPNS {
+                let stamp: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(control).cast());
+                let seconds = u64::try_from(stamp.tv_sec).ok()?;
+                let nanos = u32::try_from(stamp.tv_nsec).ok()?;
+                return SystemTime::UNIX_EPOCH.checked_add(Duration::new(seconds, nanos));
+            }
+            control = libc::CMSG_NXTHDR(message, control);
+        }
+    }
+    None
+}
+
+/// The address the kernel wrote into a `sockaddr_storage`.
+fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match libc::c_int::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in, which it is large enough for.
+            let address: &libc::sockaddr_in = unsafe { &*(&raw const *storage).cast() };
+            let ip = Ipv4Addr::from(u32::from_be(address.sin_addr.s_addr));
+            Some(SocketAddr::new(IpAddr::V4(ip), u16::from_be(address.sin_port)))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6, which it is large enough for.
+            let address: &libc::sockaddr_in6 = unsafe { &*(&raw const *storage).cast() };
+            let ip = Ipv6Addr::from(address.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(address.sin6_port),
+                address.sin6_flowinfo,
+                address.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
 }
 
 /// Sends a session's datagrams from the right socket and keeps its events for the channel. A socket
@@ -1156,6 +1414,56 @@ mod tests {
             ..MediaConfig::default()
         };
         assert_eq!(Vec::from(worker_ports(&top, 0, 1)), [65_530, 65_532, 65_534]);
+    }
+
+    #[test]
+    fn deadlines_wait_for_their_grid_slot_unless_due() {
+        let grid = Instant::now();
+        let ms = Duration::from_millis;
+        let now = grid + ms(45);
+        assert_eq!(wake_slot(grid, grid + ms(44), now), grid + ms(44), "due: at once");
+        assert_eq!(wake_slot(grid, grid + ms(47), now), grid + ms(60));
+        assert_eq!(
+            wake_slot(grid, grid + ms(60), now),
+            grid + ms(60),
+            "a tick is on the grid"
+        );
+        assert_eq!(wake_slot(grid, grid + ms(61), now), grid + ms(80));
+    }
+
+    #[test]
+    fn a_batch_reads_every_waiting_datagram_with_its_kernel_arrival() {
+        let receiver = bind_udp(IpAddr::from([127, 0, 0, 1]), 0).unwrap();
+        let to = receiver.local_addr().unwrap();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let from = sender.local_addr().unwrap();
+        let mut batch = ReceiveBatch::new();
+        assert_eq!(
+            batch.receive(&receiver).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        // The first socket asking for timestamps turns them on for the stack, not synchronously.
+        std::thread::sleep(Duration::from_millis(50));
+        let before = Instant::now();
+        for index in 0..(BATCH + 3) {
+            sender.send_to(&[index as u8; 5], to).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let read_at = Instant::now();
+        assert_eq!(batch.receive(&receiver).unwrap(), BATCH);
+        for index in 0..BATCH {
+            let (source, arrival, bytes) = batch.datagram(index);
+            assert_eq!(source, Some(from));
+            assert_eq!(bytes, [index as u8; 5]);
+            // The kernel's timestamp, not the time of the read (a clock granularity of slack).
+            assert!(
+                arrival + Duration::from_millis(1) >= before,
+                "{arrival:?} {before:?}"
+            );
+            assert!(arrival + Duration::from_millis(10) < read_at);
+        }
+        assert_eq!(batch.receive(&receiver).unwrap(), 3);
+        assert_eq!(batch.datagram(2).2, [BATCH as u8 + 2; 5]);
     }
 
     #[test]
