@@ -17,8 +17,9 @@
 //!
 //! Each worker has a 20 ms grid (`grid + k * FRAME`, from when it started). Its sessions put their
 //! ticks on it ([`SessionSettings::tick_grid`]) and run their jitter-buffer polls at the tick, and the
-//! worker sleeps until the grid instant at or after its earliest deadline, so the ICE, DTLS, RTCP and
-//! DTMF timers in between wait for the next slot too (at most 20 ms, which none of them minds). One
+//! worker schedules a connected call's other deadlines at the grid instant at or after them, so its
+//! ICE, RTCP and DTMF timers in between wait for the next slot too (at most 20 ms, which none of
+//! them minds; a call still setting up keeps exact timers). One
 //! wake-up then serves every call due in that slot instead of one or more per call.
 //!
 //! Datagrams are read with `recvmmsg`, up to [`BATCH`] per system call, with the kernel's receive
@@ -62,8 +63,8 @@ use crate::b2bua::Leg;
 use crate::config::MediaConfig;
 use crate::media::demux::Demux;
 use crate::media::session::{
-    CallMediaStats, LegMediaStats, MediaError, MediaEvent, MediaSession, Output, Reoffer, SessionSettings,
-    SocketKind, grid_ceil,
+    CallMediaStats, FRAME, LegMediaStats, MediaError, MediaEvent, MediaSession, Output, Reoffer,
+    SessionSettings, SocketKind, grid_ceil,
 };
 use crate::media::webrtc_leg::generate_dtls_cert;
 use crate::metrics::{LegCounters, Metrics};
@@ -223,6 +224,7 @@ impl MediaEngine {
         let dtls_cert = generate_dtls_cert();
         let mut workers = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count);
+        let started = Instant::now();
         for index in 0..count {
             let port = if config.webrtc_port == 0 {
                 0
@@ -268,7 +270,8 @@ impl MediaEngine {
                 metrics: metrics.clone(),
                 load: load.clone(),
                 lateness: LatenessWindow::new(),
-                grid: Instant::now(),
+                // Workers' slots are spread over the frame so that their bursts do not coincide.
+                grid: started + FRAME * index as u32 / count as u32,
                 webrtc_drops: 0,
                 drop_hold: 0,
                 batch: Some(Box::new(ReceiveBatch::new())),
@@ -572,7 +575,7 @@ impl Worker {
                 wake_at = wake_at.min(next_slot);
             }
             if let Some(Reverse((at, _, _))) = self.timers.peek() {
-                wake_at = wake_at.min(wake_slot(self.grid, *at, now));
+                wake_at = wake_at.min(*at);
             }
             if !self.pending_events.is_empty() {
                 wake_at = wake_at.min(now + Duration::from_millis(10));
@@ -791,9 +794,7 @@ impl Worker {
                 continue;
             }
             slot.scheduled = None;
-            // The worker meant to run this at its grid slot, not before.
-            self.lateness
-                .record(now.saturating_duration_since(grid_ceil(self.grid, at)));
+            self.lateness.record(now.saturating_duration_since(at));
             let started = Instant::now();
             slot.last_input = started;
             let work = slot.session.handle_timeout(started);
@@ -819,7 +820,13 @@ impl Worker {
             return Sent::default();
         };
         let sent = drain_session(slot, &self.webrtc_socket, &mut self.pending_events);
-        let at = slot.session.poll_timeout();
+        let due = slot.session.poll_timeout();
+        // A call still setting up keeps its exact ICE and DTLS timers: setup time is worth a wake-up.
+        let at = if slot.session.is_connected() {
+            wake_slot(self.grid, due, slot.last_input)
+        } else {
+            due
+        };
         if slot.scheduled.is_none_or(|scheduled| at < scheduled) {
             slot.scheduled = Some(at);
             self.timers.push(Reverse((at, index, slot.generation)));
