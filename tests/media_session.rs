@@ -291,6 +291,8 @@ impl ToneSource {
 /// The browser, the session, the PBX, the wires and the clock.
 struct Harness {
     now: Instant,
+    /// The origin of the session's tick grid, when it has one.
+    grid: Option<Instant>,
     client: WebrtcClient,
     session: MediaSession,
     pbx: Pbx,
@@ -319,6 +321,9 @@ struct Setup {
     codec: Codec,
     ptime: u32,
     rtp_timeout: Duration,
+    /// Put the session's ticks on a 20 ms grid starting this long after the start (as a media worker
+    /// does); `None`: no grid.
+    grid_phase: Option<Duration>,
 }
 
 impl Setup {
@@ -330,6 +335,7 @@ impl Setup {
             codec: Codec::Pcmu,
             ptime: 20,
             rtp_timeout: Duration::from_secs(30),
+            grid_phase: None,
         }
     }
 }
@@ -347,7 +353,8 @@ impl Harness {
             rtp_timeout: setup.rtp_timeout,
             ..MediaConfig::default()
         };
-        let settings = SessionSettings::new(&config, WEBRTC_PORT, RTP_PORT, SystemTime::now());
+        let mut settings = SessionSettings::new(&config, WEBRTC_PORT, RTP_PORT, SystemTime::now());
+        settings.tick_grid = setup.grid_phase.map(|phase| start + phase);
         let (mut session, pbx_offer) =
             MediaSession::prepare(start, &offer, &[Codec::Pcmu, Codec::Pcma], &settings).unwrap();
         assert!(pbx_offer.contains("m=audio 20000 RTP/AVP"), "{pbx_offer}");
@@ -357,6 +364,7 @@ impl Harness {
         client.accept_answer(&browser_answer).unwrap();
         let mut harness = Harness {
             now: start,
+            grid: settings.tick_grid,
             client,
             session,
             pbx: Pbx::new(setup.pbx_mode, setup.codec.static_payload_type()),
@@ -700,6 +708,33 @@ fn tone_round_trip_through_opus_and_pcmu() {
     let seqs: Vec<u16> = h.pbx.audio().map(|p| p.seq).collect();
     assert_seq_continuous(&seqs);
     assert!(h.pbx.audio().all(|p| p.payload.len() == 160 && p.pt == 0));
+}
+
+#[test]
+fn ticks_fall_on_the_worker_grid() {
+    let mut h = Harness::connect(Setup {
+        grid_phase: Some(Duration::from_micros(7_300)),
+        ..Setup::chrome()
+    });
+    let origin = h.grid.unwrap();
+    h.start_tone();
+    h.run_for(Duration::from_secs(2));
+    let settled = h.now;
+    h.run_for(Duration::from_secs(2));
+    assert_clean_tone(&h.client_pcm(settled));
+    let off_grid = |at: Instant| at.duration_since(origin).as_nanos() % FRAME.as_nanos();
+    let to_pbx: Vec<Instant> = h.pbx.audio().map(|p| p.at - ONE_WAY_DELAY).collect();
+    assert!(to_pbx.len() >= 150, "{}", to_pbx.len());
+    let stray: Vec<u128> = to_pbx
+        .iter()
+        .map(|at| off_grid(*at))
+        .filter(|n| *n != 0)
+        .collect();
+    assert!(stray.is_empty(), "sent off the grid by (ns) {stray:?}");
+    assert!(h.client_audio(settled).len() >= 99);
+    let stats = h.session.stats();
+    assert_eq!(stats.browser.packets_lost, 0, "{stats:?}");
+    assert_eq!(stats.pbx.packets_lost, 0, "{stats:?}");
 }
 
 #[test]

@@ -56,7 +56,7 @@ use crate::media::opus_codec::OpusCodecError;
 use crate::sip::Credentials;
 
 use procfs::{MachineSample, ProcError, Process, ProcessSample, UdpDrops};
-use scrape::{LegTable, ScrapeError};
+use scrape::{GatewayMetrics, ScrapeError};
 use summary::{CallCounts, Distribution, LoadReport, MachineLoad, MediaFigures, ProcessCost, RunDescription};
 
 /// How often the processes are sampled (for the peak RSS) and progress may be printed.
@@ -238,7 +238,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
         }
     }
     let legs = match (legs_start, legs_end) {
-        (Some(before), Some(after)) => Some(scrape::growth(&before, &after)),
+        (Some(before), Some(after)) => Some(scrape::metrics_growth(&before, &after)),
         _ => None,
     };
     let myself_total = ProcessSample::read(Process::Myself)?.cpu_seconds - baseline.myself.cpu_seconds;
@@ -631,7 +631,7 @@ fn build_report(
     config: &LoadConfig,
     outcomes: &[CallOutcome],
     window: Window<'_>,
-    legs: Option<LegTable>,
+    gateway_metrics: Option<GatewayMetrics>,
     myself_total_cpu: f64,
 ) -> LoadReport {
     let mut calls = CallCounts {
@@ -747,7 +747,10 @@ fn build_report(
         media,
         gateway,
         others,
-        gateway_legs: legs,
+        gateway_processing: gateway_metrics
+            .as_ref()
+            .map(|metrics| scrape::processing_delays(&metrics.processing)),
+        gateway_legs: gateway_metrics.map(|metrics| metrics.legs),
         load,
     }
 }

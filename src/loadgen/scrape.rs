@@ -5,6 +5,10 @@
 //! cover the other hops, so when the gateway publishes them their growth over the steady phase is
 //! reported too. Any series named `…packets_received_total{leg="…"}` and `…packets_lost_total{leg="…"}`
 //! is used; a gateway without them simply has no such figures.
+//!
+//! The gateway's processing delay histogram (`…processing_seconds_bucket{path="…",le="…"}`) is read the
+//! same way: the growth of its buckets over the window gives the window's own p50 and p99 per path,
+//! interpolated within a bucket as Prometheus' `histogram_quantile` does.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -59,12 +63,145 @@ impl LegCounters {
 /// Counters per leg name.
 pub type LegTable = BTreeMap<String, LegCounters>;
 
-/// GETs `url` and returns the per-leg packet counters found in it.
-pub async fn scrape(url: &str) -> Result<LegTable, ScrapeError> {
+/// A cumulative histogram: (upper bound in seconds, observations at or below it), ascending, `+Inf`
+/// last.
+pub type Buckets = Vec<(f64, f64)>;
+
+/// What one scrape found.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GatewayMetrics {
+    /// Packet counters per leg.
+    pub legs: LegTable,
+    /// The processing delay histogram per path (`passthrough`, `transcoding`).
+    pub processing: BTreeMap<String, Buckets>,
+}
+
+/// The processing delay of one path over the window, from the gateway's histogram.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct ProcessingDelay {
+    /// Packets (passthrough) or ticks (transcoding) measured.
+    pub count: f64,
+    /// Median, in milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile, in milliseconds.
+    pub p99_ms: f64,
+}
+
+/// GETs `url` and returns the per-leg packet counters and processing histograms found in it.
+pub async fn scrape(url: &str) -> Result<GatewayMetrics, ScrapeError> {
     let body = tokio::time::timeout(SCRAPE_LIMIT, get(url))
         .await
         .map_err(|_| ScrapeError::Timeout(SCRAPE_LIMIT))??;
-    Ok(leg_counters(&body))
+    Ok(GatewayMetrics {
+        legs: leg_counters(&body),
+        processing: processing_histograms(&body),
+    })
+}
+
+/// Growth of everything from `before` to `after`.
+pub fn metrics_growth(before: &GatewayMetrics, after: &GatewayMetrics) -> GatewayMetrics {
+    let processing = after
+        .processing
+        .iter()
+        .map(|(path, end)| {
+            let start = before.processing.get(path);
+            let grown = end
+                .iter()
+                .map(|&(bound, count)| {
+                    let earlier = start
+                        .and_then(|buckets| buckets.iter().find(|(b, _)| *b == bound))
+                        .map_or(0.0, |(_, count)| *count);
+                    (bound, count - earlier)
+                })
+                .collect();
+            (path.clone(), grown)
+        })
+        .collect();
+    GatewayMetrics {
+        legs: growth(&before.legs, &after.legs),
+        processing,
+    }
+}
+
+/// The p50 and p99 of each path's histogram; paths without observations are left out.
+pub fn processing_delays(processing: &BTreeMap<String, Buckets>) -> BTreeMap<String, ProcessingDelay> {
+    processing
+        .iter()
+        .filter_map(|(path, buckets)| {
+            let count = buckets.last()?.1;
+            (count > 0.0).then(|| {
+                let ms = |q| quantile(buckets, q).map_or(f64::NAN, |seconds| seconds * 1000.0);
+                let delay = ProcessingDelay {
+                    count,
+                    p50_ms: ms(0.5),
+                    p99_ms: ms(0.99),
+                };
+                (path.clone(), delay)
+            })
+        })
+        .collect()
+}
+
+/// The `q` quantile of a cumulative histogram, interpolated linearly within its bucket (from 0 for the
+/// first); in the `+Inf` bucket, the largest finite bound.
+pub fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let mut lower = (0.0, 0.0);
+    for &(bound, count) in buckets {
+        if count >= rank {
+            if bound.is_infinite() {
+                return Some(lower.0);
+            }
+            let width = count - lower.1;
+            let within = if width > 0.0 {
+                (rank - lower.1) / width
+            } else {
+                1.0
+            };
+            return Some(lower.0 + (bound - lower.0) * within);
+        }
+        lower = (bound, count);
+    }
+    Some(lower.0)
+}
+
+/// The `…processing_seconds_bucket` series with a `path` label, per path.
+pub fn processing_histograms(text: &str) -> BTreeMap<String, Buckets> {
+    let mut paths: BTreeMap<String, Buckets> = BTreeMap::new();
+    for line in text.lines().filter(|line| !line.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(char::is_whitespace) else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let Some((name, labels)) = series.trim().split_once('{') else {
+            continue;
+        };
+        if !name.ends_with("processing_seconds_bucket") {
+            continue;
+        }
+        let (Some(path), Some(bound)) = (label(labels, "path"), label(labels, "le")) else {
+            continue;
+        };
+        let bound = if bound == "+Inf" {
+            f64::INFINITY
+        } else {
+            match bound.parse::<f64>() {
+                Ok(bound) => bound,
+                Err(_) => continue,
+            }
+        };
+        paths.entry(path).or_default().push((bound, value));
+    }
+    for buckets in paths.values_mut() {
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    paths
 }
 
 /// Growth of each leg's counters from `before` to `after`.
@@ -189,6 +326,51 @@ mod tests {
         assert_eq!(grown["webrtc"].received, 0.0);
     }
 
+    const HISTOGRAM: &str = "# TYPE callgate_media_processing_seconds histogram\n\
+        callgate_media_processing_seconds_bucket{path=\"transcoding\",le=\"0.0001\"} 10\n\
+        callgate_media_processing_seconds_bucket{path=\"transcoding\",le=\"0.001\"} 90\n\
+        callgate_media_processing_seconds_bucket{path=\"transcoding\",le=\"0.01\"} 100\n\
+        callgate_media_processing_seconds_bucket{path=\"transcoding\",le=\"+Inf\"} 100\n\
+        callgate_media_processing_seconds_sum{path=\"transcoding\"} 0.05\n\
+        callgate_media_processing_seconds_bucket{path=\"passthrough\",le=\"0.0001\"} 0\n\
+        callgate_media_processing_seconds_bucket{path=\"passthrough\",le=\"+Inf\"} 0\n";
+
+    #[test]
+    fn processing_quantiles_interpolate_within_the_bucket() {
+        let histograms = processing_histograms(HISTOGRAM);
+        assert_eq!(histograms["transcoding"].len(), 4);
+        let delays = processing_delays(&histograms);
+        assert!(!delays.contains_key("passthrough"), "no observations");
+        let transcoding = delays["transcoding"];
+        assert_eq!(transcoding.count, 100.0);
+        // Rank 50 of 100: 40 of the 80 in (0.1 ms, 1 ms].
+        assert!((transcoding.p50_ms - 0.55).abs() < 1e-9, "{transcoding:?}");
+        // Rank 99: 9 of the 10 in (1 ms, 10 ms].
+        assert!((transcoding.p99_ms - 9.1).abs() < 1e-9, "{transcoding:?}");
+        assert_eq!(quantile(&[(0.001, 0.0), (f64::INFINITY, 4.0)], 0.5), Some(0.001));
+        assert_eq!(quantile(&[], 0.5), None);
+    }
+
+    #[test]
+    fn processing_growth_is_the_window_only() {
+        let before = GatewayMetrics {
+            legs: LegTable::new(),
+            processing: processing_histograms(HISTOGRAM),
+        };
+        let later = HISTOGRAM
+            .replace("} 10\n", "} 1010\n")
+            .replace("} 90\n", "} 1090\n")
+            .replace("} 100\n", "} 1100\n");
+        let after = GatewayMetrics {
+            legs: LegTable::new(),
+            processing: processing_histograms(&later),
+        };
+        let delays = processing_delays(&metrics_growth(&before, &after).processing);
+        let transcoding = delays["transcoding"];
+        assert_eq!(transcoding.count, 1000.0);
+        assert!(transcoding.p99_ms <= 0.1, "{transcoding:?}");
+    }
+
     #[tokio::test]
     async fn scrapes_over_http_and_refuses_other_urls() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -203,7 +385,7 @@ mod tests {
             }
         });
         let url = format!("http://{address}/metrics");
-        assert_eq!(scrape(&url).await.unwrap().len(), 2);
+        assert_eq!(scrape(&url).await.unwrap().legs.len(), 2);
         assert!(matches!(scrape(&url).await, Err(ScrapeError::Response(_))));
         assert!(matches!(
             scrape("https://example.test/metrics").await,

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::procfs::UdpDrops;
-use super::scrape::LegTable;
+use super::scrape::{LegTable, ProcessingDelay};
 
 /// A distribution of values (milliseconds unless said otherwise), by nearest rank.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
@@ -183,12 +183,14 @@ pub struct LoadReport {
     pub others: Option<ProcessCost>,
     /// Growth of the gateway's own per-leg packet counters in the window (`--metrics`).
     pub gateway_legs: Option<LegTable>,
+    /// The gateway's processing delay in the window per path, from its histogram (`--metrics`).
+    pub gateway_processing: Option<BTreeMap<String, ProcessingDelay>>,
     /// How loaded the machine was.
     pub load: MachineLoad,
 }
 
 /// Column headings of [`LoadReport::row`].
-pub const ROW_HEADER: &str = "calls offer    fail  setup p50  setup p99   dtls p99   loss %  gw loss %  short %  udp drops  jitter p99  rtt p50  gw %core/call  gw KB/call  gw %core  other %core  gen %core  ours %  busy %";
+pub const ROW_HEADER: &str = "calls offer    fail  setup p50  setup p99   dtls p99   loss %  gw loss %  short %  udp drops  jitter p99  rtt p50  gw %core/call  gw KB/call  gw %core  other %core  gen %core  ours %  busy %  gw proc p50/p99";
 
 impl LoadReport {
     /// The largest loss seen: by the browsers, or by the gateway on any leg (`--metrics`), in percent.
@@ -206,12 +208,18 @@ impl LoadReport {
             let worst = legs.values().map(|c| c.loss_percent()).fold(0.0, f64::max);
             format!("{worst:.3}")
         });
+        // The path that carried the most traffic: the row's own (transcoding or passthrough).
+        let processing = self
+            .gateway_processing
+            .as_ref()
+            .and_then(|paths| paths.values().max_by(|a, b| a.count.total_cmp(&b.count)))
+            .map_or("-".to_owned(), |d| format!("{:.3}/{:.3}", d.p50_ms, d.p99_ms));
         let cost = |cost: &Option<ProcessCost>, pick: fn(&ProcessCost) -> f64, decimals: usize| {
             cost.as_ref()
                 .map_or("-".to_owned(), |cost| format!("{:.*}", decimals, pick(cost)))
         };
         format!(
-            "{:>5} {:<6} {:>6} {:>10.2} {:>10.2} {:>10.2} {:>8.3} {:>10} {:>8.2} {:>10} {:>11.2} {:>8.1} {:>14} {:>11} {:>9} {:>11} {:>10.1} {:>6.0} {:>7.0}",
+            "{:>5} {:<6} {:>6} {:>10.2} {:>10.2} {:>10.2} {:>8.3} {:>10} {:>8.2} {:>10} {:>11.2} {:>8.1} {:>14} {:>11} {:>9} {:>11} {:>10.1} {:>6.0} {:>7.0}  {:>15}",
             self.run.calls,
             self.run.offer,
             self.calls.failed + self.calls.dropped,
@@ -231,6 +239,7 @@ impl LoadReport {
             self.load.self_cpu_percent,
             self.load.measured_busy_percent,
             self.load.machine_busy_percent,
+            processing,
         )
     }
 
@@ -300,6 +309,13 @@ impl LoadReport {
                     counters.loss_percent()
                 );
             }
+        }
+        for (path, delay) in self.gateway_processing.iter().flatten() {
+            let _ = writeln!(
+                out,
+                "gateway processing delay, {path}: p50 {:.3} ms, p99 {:.3} ms over {:.0} packets",
+                delay.p50_ms, delay.p99_ms, delay.count
+            );
         }
         let _ = writeln!(
             out,

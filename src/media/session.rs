@@ -202,6 +202,25 @@ pub enum Output<'a> {
     Event(MediaEvent),
 }
 
+/// The codec work one [`MediaSession::handle_timeout`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeoutWork {
+    /// Codec operations: a frame decoded (or concealed by the codec) or encoded. A transcoded 20 ms
+    /// frame is two: a decode and an encode.
+    pub codec_ops: u32,
+    /// Time spent in those operations, by [`SessionSettings::codec_clock`] (zero without it).
+    pub codec_time: Duration,
+}
+
+impl TimeoutWork {
+    fn add(&mut self, started: Option<Instant>, clock: Option<fn() -> Instant>) {
+        self.codec_ops += 1;
+        if let (Some(started), Some(clock)) = (started, clock) {
+            self.codec_time += clock().saturating_duration_since(started);
+        }
+    }
+}
+
 /// What to do with a re-offer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reoffer {
@@ -238,6 +257,13 @@ pub struct SessionSettings {
     pub dtls_cert: Option<DtlsCert>,
     /// The wall-clock time at the `now` passed to [`MediaSession::prepare`], for RTCP sender reports.
     pub wallclock: SystemTime,
+    /// The origin of the driver's 20 ms grid: ticks fall on `tick_grid + k * FRAME`, so that a driver
+    /// serving many calls wakes once per frame for all of them. `None`: the first tick is at the input
+    /// that needs it, and the grid follows from there.
+    pub tick_grid: Option<Instant>,
+    /// The driver's clock, read around each decode and encode so that
+    /// [`TimeoutWork::codec_time`] covers the codec alone; `None` (tests) leaves it at zero.
+    pub codec_clock: Option<fn() -> Instant>,
 }
 
 impl SessionSettings {
@@ -262,6 +288,8 @@ impl SessionSettings {
             consent_timeout: webrtc_leg::DEFAULT_CONSENT_TIMEOUT,
             dtls_cert: None,
             wallclock,
+            tick_grid: None,
+            codec_clock: None,
         }
     }
 }
@@ -337,6 +365,8 @@ pub struct MediaSession {
     pbx_digit_sounding: bool,
     browser_timeline: OutTimeline,
     next_tick: Option<Instant>,
+    tick_grid: Option<Instant>,
+    codec_clock: Option<fn() -> Instant>,
     rtp_out: RtpQueue,
     webrtc_out: VecDeque<webrtc_leg::Transmit>,
     /// The WebRTC datagram lent by the last [`MediaSession::poll_output`].
@@ -349,8 +379,8 @@ pub struct MediaSession {
     timed_out: bool,
     closed: bool,
     last_now: Instant,
-    /// Codec operations (one frame decoded or encoded) since the last [`MediaSession::handle_timeout`].
-    codec_ops: u32,
+    /// Codec work since the start of the last [`MediaSession::handle_timeout`].
+    codec_work: TimeoutWork,
 }
 
 impl std::fmt::Debug for MediaSession {
@@ -438,6 +468,8 @@ impl MediaSession {
             pbx_digit_sounding: false,
             browser_timeline: OutTimeline::new(rand::random()),
             next_tick: None,
+            tick_grid: settings.tick_grid,
+            codec_clock: settings.codec_clock,
             rtp_out: RtpQueue::new(),
             webrtc_out: VecDeque::with_capacity(16),
             lent: Vec::new(),
@@ -448,7 +480,7 @@ impl MediaSession {
             timed_out: false,
             closed: false,
             last_now: now,
-            codec_ops: 0,
+            codec_work: TimeoutWork::default(),
         };
         if !passthrough_possible {
             // The browser's codec does not depend on the PBX: answer now, which checks the offer fully.
@@ -593,11 +625,11 @@ impl MediaSession {
         self.after_input(now);
     }
 
-    /// Time passed: call when [`MediaSession::poll_timeout`] says (earlier is harmless). Returns how many
-    /// codec operations (a frame decoded or encoded) ran, so that the driver can time them.
-    pub fn handle_timeout(&mut self, now: Instant) -> u32 {
+    /// Time passed: call when [`MediaSession::poll_timeout`] says (earlier is harmless). Returns the
+    /// codec work it did, for the driver's metrics.
+    pub fn handle_timeout(&mut self, now: Instant) -> TimeoutWork {
         self.advance(now);
-        self.codec_ops = 0;
+        self.codec_work = TimeoutWork::default();
         if let Some(leg) = self.webrtc.as_mut()
             && self.webrtc_timeout.is_none_or(|at| at <= now)
         {
@@ -611,7 +643,7 @@ impl MediaSession {
         self.run_pipeline(now);
         self.check_media_timeout(now);
         self.after_input(now);
-        self.codec_ops
+        self.codec_work
     }
 
     /// When [`MediaSession::handle_timeout`] should run next.
@@ -619,9 +651,13 @@ impl MediaSession {
         if self.closed {
             return self.last_now + NOTHING_SCHEDULED;
         }
+        // A jitter poll only fills the sample FIFO that the next tick reads, so while a tick is
+        // scheduled the polls due before it run at the tick (in time order, with their own instants):
+        // the frames are the same and the session wakes once per frame instead of up to three times.
         let transcoder_polls = self
             .transcoder
             .as_ref()
+            .filter(|_| self.next_tick.is_none())
             .map(|t| [t.from_browser.next_poll(), t.from_pbx.next_poll()])
             .unwrap_or_default();
         // The RTP leg keeps a passed media-timeout deadline due; once handled (or while it does not
@@ -985,7 +1021,11 @@ impl MediaSession {
                 return;
             };
             // Far behind (a stalled worker): resume from now rather than replaying every frame.
-            let at = if now.duration_since(at) > MAX_LAG { now } else { at };
+            let at = if now.duration_since(at) > MAX_LAG {
+                self.grid_floor(now)
+            } else {
+                at
+            };
             match which {
                 0 | 1 => {
                     if let Some(transcoder) = self.transcoder.as_mut() {
@@ -994,8 +1034,9 @@ impl MediaSession {
                         } else {
                             &mut transcoder.from_pbx
                         };
+                        let started = self.codec_clock.map(|clock| clock());
                         if inbound.poll(at) {
-                            self.codec_ops += 1;
+                            self.codec_work.add(started, self.codec_clock);
                         }
                     }
                 }
@@ -1052,8 +1093,9 @@ impl MediaSession {
         if !audio || !self.rtp.is_sending() {
             return;
         }
+        let started = self.codec_clock.map(|clock| clock());
         law_of(codec).encode(&transcoder.pcm, &mut transcoder.g711);
-        self.codec_ops += 1;
+        self.codec_work.add(started, self.codec_clock);
         if let Some(transmit) = self.rtp.write_audio(
             at,
             &transcoder.g711,
@@ -1103,6 +1145,7 @@ impl MediaSession {
         if !audio || !leg.is_connected() || !leg.direction().is_sending() {
             return;
         }
+        let started = self.codec_clock.map(|clock| clock());
         let encoded = match &mut transcoder.to_browser {
             Encoder::Opus(encoder) => match encoder.encode(&transcoder.pcm, &mut transcoder.encoded) {
                 Ok(len) => len,
@@ -1113,7 +1156,7 @@ impl MediaSession {
             },
             Encoder::G711(law) => law.encode(&transcoder.pcm, &mut transcoder.encoded),
         };
-        self.codec_ops += 1;
+        self.codec_work.add(started, self.codec_clock);
         let pt = leg.audio().pt;
         match leg.write_audio(at, pt, timestamp, &transcoder.encoded[..encoded]) {
             Ok(()) => self.browser_timeline.commit(at, timestamp, frame_ticks),
@@ -1169,8 +1212,22 @@ impl MediaSession {
             _ => {}
         }
         if self.next_tick.is_none() && self.needs_tick() {
-            self.next_tick = Some(now);
+            self.next_tick = Some(self.grid_ceil(now));
         }
+    }
+
+    /// The first instant of the tick grid at or after `now` (`now` itself without a grid).
+    fn grid_ceil(&self, now: Instant) -> Instant {
+        match self.tick_grid {
+            Some(origin) => grid_ceil(origin, now),
+            None => now,
+        }
+    }
+
+    /// The last instant of the tick grid at or before `now` (`now` itself without a grid).
+    fn grid_floor(&self, now: Instant) -> Instant {
+        let ceil = self.grid_ceil(now);
+        if ceil > now { ceil - FRAME } else { ceil }
     }
 
     fn ensure_open(&self) -> Result<(), MediaError> {
@@ -1637,6 +1694,19 @@ impl RtpQueue {
     }
 }
 
+/// The first instant of the grid `origin + k * FRAME` (k ≥ 0) at or after `now`.
+pub fn grid_ceil(origin: Instant, now: Instant) -> Instant {
+    let Some(elapsed) = now.checked_duration_since(origin) else {
+        return origin;
+    };
+    let frame = FRAME.as_nanos();
+    let frames = elapsed.as_nanos().div_ceil(frame);
+    u64::try_from(frames * frame)
+        .ok()
+        .and_then(|nanos| origin.checked_add(Duration::from_nanos(nanos)))
+        .unwrap_or(now)
+}
+
 fn g711_of(codec: Codec) -> G711 {
     match codec {
         Codec::Pcmu => G711::Pcmu,
@@ -1711,6 +1781,24 @@ fn pbx_stats(stats: &RtpLegStats, codec: Option<Codec>) -> LegMediaStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grid_ceil_rounds_up_to_the_next_frame_boundary() {
+        let origin = Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(grid_ceil(origin, origin), origin);
+        assert_eq!(grid_ceil(origin, origin + ms(1)), origin + FRAME);
+        assert_eq!(grid_ceil(origin, origin + FRAME), origin + FRAME);
+        assert_eq!(
+            grid_ceil(origin, origin + FRAME * 1000 + Duration::from_nanos(1)),
+            origin + FRAME * 1001
+        );
+        assert_eq!(
+            grid_ceil(origin + ms(5), origin),
+            origin + ms(5),
+            "before the grid starts"
+        );
+    }
 
     #[test]
     fn fifo_keeps_order_across_the_wrap_and_drops_the_oldest_when_full() {

@@ -52,6 +52,12 @@ const FRAME_BUCKETS: [f64; 10] = [
     5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 10e-3,
 ];
 
+/// Upper bounds (seconds) of the media processing and tick wait histograms: fine around the 1 ms target.
+const PROCESSING_BUCKETS: [f64; 16] = [
+    10e-6, 25e-6, 50e-6, 75e-6, 100e-6, 150e-6, 250e-6, 500e-6, 750e-6, 1e-3, 2e-3, 3e-3, 5e-3, 10e-3, 20e-3,
+    50e-3,
+];
+
 /// A cumulative histogram with fixed buckets.
 pub struct Histogram {
     bounds: &'static [f64],
@@ -90,16 +96,24 @@ impl Histogram {
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        self.render_series(out, name, "");
+    }
+
+    /// The series of this histogram; `labels` is empty or `key="value",` put before `le`.
+    fn render_series(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
         for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
             cumulative += bucket.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{bound}\"}} {cumulative}");
         }
         let count = self.count.load(Ordering::Relaxed);
         let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let plain = labels.trim_end_matches(',');
+        let (open, close) = if plain.is_empty() { ("", "") } else { ("{", "}") };
         let _ = writeln!(
             out,
-            "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
+            "{name}_bucket{{{labels}le=\"+Inf\"}} {count}\n\
+             {name}_sum{open}{plain}{close} {sum}\n{name}_count{open}{plain}{close} {count}"
         );
     }
 }
@@ -125,8 +139,18 @@ pub struct Metrics {
     refusals: [AtomicU64; REFUSAL_REASONS.len()],
     /// INVITE from the browser to 200 OK toward it.
     pub setup_time: Histogram,
-    /// Decode plus encode time of one 20 ms frame.
+    /// Decode plus encode time of one 20 ms frame (the codec calls alone).
     pub transcode_frame_time: Histogram,
+    /// Passthrough processing delay: a datagram received → its relay handed to the other leg's socket.
+    pub processing_passthrough: Histogram,
+    /// Transcoding processing delay: a call's tick starts (its frames leave the jitter buffers) → the
+    /// last packet it encoded handed to the socket.
+    pub processing_transcoding: Histogram,
+    /// How long a call's due tick waited for the worker: its grid instant → its processing starts
+    /// (wake-up lateness plus the calls served before it in the same slot).
+    pub tick_wait: Histogram,
+    /// Datagrams the kernel dropped on the media sockets because their receive buffer was full.
+    pub socket_drops: AtomicU64,
     /// WebRTC (browser) leg counters.
     pub browser_leg: LegCounters,
     /// RTP (PBX) leg counters.
@@ -144,6 +168,10 @@ impl Default for Metrics {
             refusals: std::array::from_fn(|_| AtomicU64::new(0)),
             setup_time: Histogram::new(&SETUP_BUCKETS),
             transcode_frame_time: Histogram::new(&FRAME_BUCKETS),
+            processing_passthrough: Histogram::new(&PROCESSING_BUCKETS),
+            processing_transcoding: Histogram::new(&PROCESSING_BUCKETS),
+            tick_wait: Histogram::new(&PROCESSING_BUCKETS),
+            socket_drops: AtomicU64::new(0),
             browser_leg: LegCounters::default(),
             pbx_leg: LegCounters::default(),
             websocket_connections: AtomicI64::new(0),
@@ -235,6 +263,29 @@ impl Metrics {
             &mut out,
             "callgate_transcode_frame_seconds",
             "Decode plus encode time of one 20 ms audio frame.",
+        );
+        let name = "callgate_media_processing_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time a packet spends in the gateway, jitter-buffer wait excluded: passthrough, \
+             datagram received to relay sent; transcoding, tick start to encoded packet sent.\n\
+             # TYPE {name} histogram"
+        );
+        self.processing_passthrough
+            .render_series(&mut out, name, "path=\"passthrough\",");
+        self.processing_transcoding
+            .render_series(&mut out, name, "path=\"transcoding\",");
+        self.tick_wait.render(
+            &mut out,
+            "callgate_media_tick_wait_seconds",
+            "Time from a call's 20 ms tick on the worker's grid to the start of its processing.",
+        );
+        let _ = writeln!(
+            out,
+            "# HELP callgate_media_socket_drops_total Datagrams dropped by the kernel on full media \
+             socket receive buffers.\n# TYPE callgate_media_socket_drops_total counter\n\
+             callgate_media_socket_drops_total {}",
+            self.socket_drops.load(Ordering::Relaxed)
         );
         for (name, help) in [
             ("packets_received", "RTP packets received"),
@@ -366,6 +417,51 @@ mod tests {
                 refusal.reason()
             );
         }
+    }
+
+    #[test]
+    fn processing_histogram_has_a_series_per_path() {
+        let metrics = Metrics::default();
+        metrics.processing_passthrough.observe(Duration::from_micros(40));
+        metrics.processing_transcoding.observe(Duration::from_micros(80));
+        metrics.processing_transcoding.observe(Duration::from_micros(900));
+        metrics.processing_transcoding.observe(Duration::from_millis(80));
+        let text = metrics.render();
+        let name = "callgate_media_processing_seconds";
+        assert_eq!(
+            line(
+                &text,
+                &format!("{name}_bucket{{path=\"passthrough\",le=\"0.00005\"}}")
+            ),
+            format!("{name}_bucket{{path=\"passthrough\",le=\"0.00005\"}} 1")
+        );
+        assert_eq!(
+            line(
+                &text,
+                &format!("{name}_bucket{{path=\"transcoding\",le=\"0.00005\"}}")
+            ),
+            format!("{name}_bucket{{path=\"transcoding\",le=\"0.00005\"}} 0")
+        );
+        assert_eq!(
+            line(
+                &text,
+                &format!("{name}_bucket{{path=\"transcoding\",le=\"0.001\"}}")
+            ),
+            format!("{name}_bucket{{path=\"transcoding\",le=\"0.001\"}} 2")
+        );
+        assert_eq!(
+            line(
+                &text,
+                &format!("{name}_bucket{{path=\"transcoding\",le=\"+Inf\"}}")
+            ),
+            format!("{name}_bucket{{path=\"transcoding\",le=\"+Inf\"}} 3")
+        );
+        assert_eq!(
+            line(&text, &format!("{name}_count{{path=\"transcoding\"}}")),
+            format!("{name}_count{{path=\"transcoding\"}} 3")
+        );
+        let header = format!("# TYPE {name} histogram");
+        assert_eq!(text.matches(&header).count(), 1, "one header for both paths");
     }
 
     #[test]

@@ -13,6 +13,24 @@
 //! hash lookup, the session's work and `send_to` for what it produced. Nothing in that path
 //! allocates in our code or takes a lock.
 //!
+//! ## One wake-up per frame
+//!
+//! Each worker has a 20 ms grid (`grid + k * FRAME`, from when it started). Its sessions put their
+//! ticks on it ([`SessionSettings::tick_grid`]) and run their jitter-buffer polls at the tick, and the
+//! worker schedules a connected call's other deadlines at the grid instant at or after them, so its
+//! ICE, RTCP and DTMF timers in between wait for the next slot too (at most 20 ms, which none of
+//! them minds; a call still setting up keeps exact timers). One
+//! wake-up then serves every call due in that slot instead of one or more per call.
+//!
+//! Datagrams are read with `recvmmsg`, up to [`BATCH`] per system call, with the kernel's receive
+//! timestamp (`SO_TIMESTAMPNS`) as their arrival time. That makes reading them late harmless for a
+//! transcoding call, whose audio only moves at its ticks: its RTP socket is not watched at all but
+//! read at every grid slot, and while every call of the worker transcodes and is connected the
+//! WebRTC socket is read the same way, so the worker sleeps from slot to slot instead of waking for
+//! each datagram. A passthrough call, or one still setting up (ICE, DTLS), makes the worker watch the
+//! WebRTC socket again, since its datagrams must be relayed or answered at once. Commands always wake
+//! the worker at once.
+//!
 //! Signaling talks to the workers through a [`MediaEngine`] handle (`Clone + Send`): each async method
 //! sends a command over a `tokio::sync::mpsc` channel, wakes the worker through its `mio::Waker`, and
 //! awaits the reply on a oneshot. New calls go to the least-loaded worker that is keeping up.
@@ -30,8 +48,9 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -44,8 +63,8 @@ use crate::b2bua::Leg;
 use crate::config::MediaConfig;
 use crate::media::demux::Demux;
 use crate::media::session::{
-    CallMediaStats, LegMediaStats, MediaError, MediaEvent, MediaSession, Output, Reoffer, SessionSettings,
-    SocketKind,
+    CallMediaStats, FRAME, LegMediaStats, MediaError, MediaEvent, MediaSession, Output, Reoffer,
+    SessionSettings, SocketKind, grid_ceil,
 };
 use crate::media::webrtc_leg::generate_dtls_cert;
 use crate::metrics::{LegCounters, Metrics};
@@ -63,7 +82,16 @@ const COMMAND_QUEUE: usize = 1024;
 /// How often a worker publishes its lateness and flushes call counters into the metrics.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// The largest datagram read; WebRTC and RTP datagrams stay under the path MTU.
-const RECEIVE_BUFFER: usize = 4096;
+const RECEIVE_BUFFER: usize = 2048;
+/// Datagrams one `recvmmsg` takes at most.
+const BATCH: usize = 32;
+/// Kernel receive buffer asked for on each worker's WebRTC socket (all its calls' browser media:
+/// ~5000 datagrams/s at 200 calls): ~1 s of traffic, so that a stall of the worker becomes jitter
+/// rather than loss. The kernel may cap it (`net.core.rmem_max`) unless we may force it.
+const WEBRTC_SOCKET_BUFFER: usize = 4 << 20;
+/// After its sockets dropped datagrams, a worker counts as falling behind for this many
+/// housekeeping rounds.
+const DROP_HOLD: u32 = 5;
 /// Lateness histogram: 250 µs buckets up to 50 ms, and one for anything later.
 const LATENESS_BUCKET: Duration = Duration::from_micros(250);
 const LATENESS_BUCKETS: usize = 201;
@@ -97,6 +125,8 @@ pub enum EngineError {
 struct WorkerLoad {
     calls: AtomicUsize,
     lateness_p99_micros: AtomicU64,
+    /// The kernel dropped datagrams on this worker's sockets recently (full receive buffers).
+    dropping: AtomicBool,
 }
 
 /// A command for a worker, with the oneshot for its reply.
@@ -194,6 +224,7 @@ impl MediaEngine {
         let dtls_cert = generate_dtls_cert();
         let mut workers = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count);
+        let started = Instant::now();
         for index in 0..count {
             let port = if config.webrtc_port == 0 {
                 0
@@ -205,6 +236,11 @@ impl MediaEngine {
             };
             let socket = std::net::UdpSocket::bind(SocketAddr::new(config.bind_ip, port))?;
             socket.set_nonblocking(true)?;
+            set_int_option(socket.as_raw_fd(), SO_TIMESTAMPNS, 1)?;
+            match set_receive_buffer(&socket, WEBRTC_SOCKET_BUFFER) {
+                Ok(bytes) => tracing::debug!(bytes, "WebRTC socket receive buffer"),
+                Err(error) => tracing::warn!(%error, "WebRTC socket receive buffer left at the default"),
+            }
             let mut socket = UdpSocket::from_std(socket);
             let local = socket.local_addr()?;
             let poll = Poll::new()?;
@@ -234,7 +270,12 @@ impl MediaEngine {
                 metrics: metrics.clone(),
                 load: load.clone(),
                 lateness: LatenessWindow::new(),
-                buffer: vec![0; RECEIVE_BUFFER].into_boxed_slice(),
+                // Workers' slots are spread over the frame so that their bursts do not coincide.
+                grid: started + FRAME * index as u32 / count as u32,
+                webrtc_drops: 0,
+                drop_hold: 0,
+                batch: Some(Box::new(ReceiveBatch::new())),
+                webrtc_deferred: false,
                 stopping: None,
             };
             workers.push(WorkerHandle {
@@ -444,7 +485,7 @@ impl WorkerHandle {
     fn is_behind(&self) -> bool {
         let lateness = Duration::from_micros(self.load.lateness_p99_micros.load(Ordering::Relaxed));
         let queued = COMMAND_QUEUE - self.commands.capacity();
-        lateness > OVERLOAD_LATENESS || queued > OVERLOAD_QUEUE
+        lateness > OVERLOAD_LATENESS || queued > OVERLOAD_QUEUE || self.load.dropping.load(Ordering::Relaxed)
     }
 }
 
@@ -474,6 +515,13 @@ struct CallSlot {
     generation: u64,
     /// What was already added to the shared metrics.
     flushed: CallMediaStats,
+    /// The RTP socket's kernel drop count at the last housekeeping.
+    rtp_drops: u32,
+    /// The RTP socket is read at the grid slots instead of being watched (a transcoding call).
+    rtp_deferred: bool,
+    /// The latest instant handed to the session: a datagram read late carries an earlier arrival,
+    /// which is raised to this so that the session never sees time go back.
+    last_input: Instant,
 }
 
 /// A timer entry: when, which slot, which call (a reused slot gets a new generation).
@@ -502,7 +550,16 @@ struct Worker {
     metrics: Arc<Metrics>,
     load: Arc<WorkerLoad>,
     lateness: LatenessWindow,
-    buffer: Box<[u8]>,
+    /// The origin of this worker's 20 ms grid (see the module docs).
+    grid: Instant,
+    /// The WebRTC socket's kernel drop count at the last housekeeping.
+    webrtc_drops: u32,
+    /// Housekeeping rounds left during which this worker reports dropping.
+    drop_hold: u32,
+    /// Where datagrams are read into; taken while its datagrams are handed to sessions.
+    batch: Option<Box<ReceiveBatch>>,
+    /// The WebRTC socket is read at the grid slots instead of being watched (see the module docs).
+    webrtc_deferred: bool,
     stopping: Option<oneshot::Sender<()>>,
 }
 
@@ -510,9 +567,13 @@ impl Worker {
     fn run(mut self) {
         let mut events = Events::with_capacity(256);
         let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
+        let mut next_slot = grid_ceil(self.grid, Instant::now());
         loop {
             let now = Instant::now();
             let mut wake_at = next_housekeeping;
+            if !self.by_id.is_empty() {
+                wake_at = wake_at.min(next_slot);
+            }
             if let Some(Reverse((at, _, _))) = self.timers.peek() {
                 wake_at = wake_at.min(*at);
             }
@@ -528,11 +589,16 @@ impl Worker {
                 return;
             }
             let now = Instant::now();
+            if now >= next_slot {
+                self.update_deferral();
+                self.receive_deferred();
+                next_slot = grid_ceil(self.grid, now + Duration::from_nanos(1));
+            }
             for event in &events {
                 match event.token() {
-                    WEBRTC_TOKEN => self.receive_webrtc(now),
+                    WEBRTC_TOKEN => self.receive_webrtc(),
                     WAKER_TOKEN => {}
-                    Token(token) => self.receive_rtp(now, token),
+                    Token(token) => self.receive_rtp(token),
                 }
             }
             if !self.handle_commands(now) {
@@ -551,55 +617,161 @@ impl Worker {
         }
     }
 
-    fn receive_webrtc(&mut self, now: Instant) {
+    /// Reads the WebRTC socket until it is empty and hands each datagram to its call.
+    fn receive_webrtc(&mut self) {
+        let Some(mut batch) = self.batch.take() else {
+            return;
+        };
         loop {
-            let (len, source) = match self.webrtc_socket.recv_from(&mut self.buffer) {
-                Ok(received) => received,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+            let count = match batch.receive(&self.webrtc_socket) {
+                Ok(count) => count,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) => {
                     tracing::debug!(%error, "WebRTC socket receive");
-                    continue;
+                    break;
                 }
             };
-            let datagram = &self.buffer[..len];
-            let Some(index) = self.demux.route(source, datagram) else {
-                continue;
-            };
-            let Some(slot) = self.calls.get_mut(index).and_then(Option::as_mut) else {
-                continue;
-            };
-            slot.session
-                .handle_webrtc_receive(now, source, self.webrtc_local, datagram);
-            self.after_session(index);
+            for datagram in 0..count {
+                let (source, arrival, bytes) = batch.datagram(datagram);
+                let Some(source) = source else {
+                    continue;
+                };
+                let Some(index) = self.demux.route(source, bytes) else {
+                    continue;
+                };
+                let Some(slot) = self.calls.get_mut(index).and_then(Option::as_mut) else {
+                    continue;
+                };
+                let at = arrival.max(slot.last_input);
+                slot.last_input = at;
+                slot.session
+                    .handle_webrtc_receive(at, source, self.webrtc_local, bytes);
+                let sent = self.after_session(index);
+                if sent.pbx > 0 {
+                    self.relayed(index, arrival);
+                }
+            }
+            // Fewer than asked for: the queue was empty a moment ago, and the next datagram raises
+            // a new readiness edge.
+            if count < BATCH {
+                break;
+            }
+        }
+        self.batch = Some(batch);
+    }
+
+    /// A received datagram made the session send toward the other leg: for a passthrough call that
+    /// is the relay, and its delay through the gateway is recorded.
+    fn relayed(&self, index: usize, received: Instant) {
+        if let Some(slot) = self.calls.get(index).and_then(Option::as_ref)
+            && !slot.session.is_transcoding()
+        {
+            self.metrics.processing_passthrough.observe(received.elapsed());
         }
     }
 
-    fn receive_rtp(&mut self, now: Instant, token: usize) {
+    fn receive_rtp(&mut self, token: usize) {
         let Some(offset) = token.checked_sub(FIRST_CALL_TOKEN) else {
             return;
         };
-        let index = offset / 2;
-        let is_rtcp = offset % 2 == 1;
-        loop {
-            let Some(slot) = self.calls.get_mut(index).and_then(Option::as_mut) else {
-                return;
-            };
+        self.receive_call(offset / 2, offset % 2 == 1);
+    }
+
+    /// Reads one of a call's sockets (RTP, or RTCP) until it is empty and hands the datagrams to it.
+    fn receive_call(&mut self, index: usize, is_rtcp: bool) {
+        let Some(mut batch) = self.batch.take() else {
+            return;
+        };
+        while let Some(slot) = self.calls.get_mut(index).and_then(Option::as_mut) {
             let (socket, local) = if is_rtcp {
                 (&slot.rtcp, slot.rtcp_local)
             } else {
                 (&slot.rtp, slot.rtp_local)
             };
-            let (len, source) = match socket.recv_from(&mut self.buffer) {
-                Ok(received) => received,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+            let count = match batch.receive(socket) {
+                Ok(count) => count,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) => {
                     tracing::debug!(%error, "RTP socket receive");
-                    continue;
+                    break;
                 }
             };
-            slot.session
-                .handle_rtp_receive(now, source, local, &self.buffer[..len]);
-            self.after_session(index);
+            for datagram in 0..count {
+                let (source, arrival, bytes) = batch.datagram(datagram);
+                let Some(source) = source else {
+                    continue;
+                };
+                let Some(slot) = self.calls.get_mut(index).and_then(Option::as_mut) else {
+                    break;
+                };
+                let at = arrival.max(slot.last_input);
+                slot.last_input = at;
+                slot.session.handle_rtp_receive(at, source, local, bytes);
+                let sent = self.after_session(index);
+                if sent.webrtc > 0 {
+                    self.relayed(index, arrival);
+                }
+            }
+            if count < BATCH {
+                break;
+            }
+        }
+        self.batch = Some(batch);
+    }
+
+    /// Reads the sockets that are not watched: the RTP sockets of transcoding calls, and the WebRTC
+    /// socket while every call transcodes (see the module docs). Runs at every grid slot, before
+    /// the ticks.
+    fn receive_deferred(&mut self) {
+        if self.webrtc_deferred {
+            self.receive_webrtc();
+        }
+        for index in 0..self.calls.len() {
+            if self.calls[index].as_ref().is_some_and(|slot| slot.rtp_deferred) {
+                self.receive_call(index, false);
+            }
+        }
+    }
+
+    /// Stops watching the sockets that can wait for the grid and watches again those that cannot.
+    fn update_deferral(&mut self) {
+        let registry = self.poll.registry();
+        let mut all_steady = !self.by_id.is_empty();
+        for (index, slot) in self.calls.iter_mut().enumerate() {
+            let Some(slot) = slot.as_mut() else {
+                continue;
+            };
+            let transcoding = slot.session.is_transcoding();
+            all_steady &= transcoding && slot.session.is_connected();
+            if transcoding != slot.rtp_deferred {
+                let changed = if transcoding {
+                    registry.deregister(&mut slot.rtp)
+                } else {
+                    let token = Token(FIRST_CALL_TOKEN + 2 * index);
+                    registry.register(&mut slot.rtp, token, Interest::READABLE)
+                };
+                match changed {
+                    Ok(()) => slot.rtp_deferred = transcoding,
+                    Err(error) => tracing::warn!(%error, "RTP socket watch not changed"),
+                }
+            }
+        }
+        if all_steady != self.webrtc_deferred {
+            let changed = if all_steady {
+                registry.deregister(&mut self.webrtc_socket)
+            } else {
+                registry.register(&mut self.webrtc_socket, WEBRTC_TOKEN, Interest::READABLE)
+            };
+            match changed {
+                Ok(()) => {
+                    self.webrtc_deferred = all_steady;
+                    if !all_steady {
+                        // What came while it was not watched must not wait for the next datagram.
+                        self.receive_webrtc();
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "WebRTC socket watch not changed"),
+            }
         }
     }
 
@@ -624,27 +796,42 @@ impl Worker {
             slot.scheduled = None;
             self.lateness.record(now.saturating_duration_since(at));
             let started = Instant::now();
-            let codec_ops = slot.session.handle_timeout(started);
-            if codec_ops > 0 {
+            slot.last_input = started;
+            let work = slot.session.handle_timeout(started);
+            let sent = self.after_session(index);
+            if work.codec_ops > 0 {
                 // Two codec operations (a decode and an encode) make one transcoded frame.
-                let elapsed = started.elapsed();
-                self.metrics.transcode_frame_time.observe(elapsed * 2 / codec_ops);
+                self.metrics
+                    .transcode_frame_time
+                    .observe(work.codec_time * 2 / work.codec_ops);
+                if sent.webrtc + sent.pbx > 0 {
+                    self.metrics.processing_transcoding.observe(started.elapsed());
+                    self.metrics
+                        .tick_wait
+                        .observe(started.saturating_duration_since(at));
+                }
             }
-            self.after_session(index);
         }
     }
 
     /// Sends what the session produced, passes its events on, and schedules its next deadline.
-    fn after_session(&mut self, index: usize) {
+    fn after_session(&mut self, index: usize) -> Sent {
         let Some(slot) = self.calls.get_mut(index).and_then(Option::as_mut) else {
-            return;
+            return Sent::default();
         };
-        drain_session(slot, &self.webrtc_socket, &mut self.pending_events);
-        let at = slot.session.poll_timeout();
+        let sent = drain_session(slot, &self.webrtc_socket, &mut self.pending_events);
+        let due = slot.session.poll_timeout();
+        // A call still setting up keeps its exact ICE and DTLS timers: setup time is worth a wake-up.
+        let at = if slot.session.is_connected() {
+            wake_slot(self.grid, due, slot.last_input)
+        } else {
+            due
+        };
         if slot.scheduled.is_none_or(|scheduled| at < scheduled) {
             slot.scheduled = Some(at);
             self.timers.push(Reverse((at, index, slot.generation)));
         }
+        sent
     }
 
     /// Takes every waiting command; false once the worker must stop.
@@ -663,6 +850,8 @@ impl Worker {
                     reply,
                 } => {
                     let _ = reply.send(self.prepare(now, id, &offer, &trunk_codecs));
+                    // Its ICE and DTLS need the WebRTC socket watched.
+                    self.update_deferral();
                 }
                 Command::ApplyPbxAnswer {
                     id,
@@ -670,17 +859,17 @@ impl Worker {
                     early,
                     reply,
                 } => {
-                    let result = self.with_session(id, |s| s.apply_pbx_answer(now, &sdp, early));
+                    let result = self.with_session(now, id, |s| s.apply_pbx_answer(now, &sdp, early));
                     let _ = reply.send(result);
                 }
                 Command::Reoffer { id, from, sdp, reply } => {
-                    let _ = reply.send(self.with_session(id, |s| s.reoffer(now, from, &sdp)));
+                    let _ = reply.send(self.with_session(now, id, |s| s.reoffer(now, from, &sdp)));
                 }
                 Command::Reanswer { id, from, sdp, reply } => {
-                    let _ = reply.send(self.with_session(id, |s| s.reanswer(now, from, &sdp)));
+                    let _ = reply.send(self.with_session(now, id, |s| s.reanswer(now, from, &sdp)));
                 }
                 Command::RefreshSdp { id, reply } => {
-                    let _ = reply.send(self.with_session(id, |s| Ok(s.pbx_refresh_sdp())));
+                    let _ = reply.send(self.with_session(now, id, |s| Ok(s.pbx_refresh_sdp())));
                 }
                 Command::SendDtmf {
                     id,
@@ -688,7 +877,7 @@ impl Worker {
                     duration_ms,
                     reply,
                 } => {
-                    let result = self.with_session(id, |s| s.send_dtmf(now, digit, duration_ms));
+                    let result = self.with_session(now, id, |s| s.send_dtmf(now, digit, duration_ms));
                     let _ = reply.send(result);
                 }
                 Command::Close { id, reply } => {
@@ -714,6 +903,7 @@ impl Worker {
 
     fn with_session<T>(
         &mut self,
+        now: Instant,
         id: CallMediaId,
         operation: impl FnOnce(&mut MediaSession) -> Result<T, MediaError>,
     ) -> Result<T, EngineError> {
@@ -723,6 +913,7 @@ impl Worker {
             .get_mut(index)
             .and_then(Option::as_mut)
             .ok_or(EngineError::UnknownCall(id))?;
+        slot.last_input = slot.last_input.max(now);
         let result = operation(&mut slot.session);
         self.register_ufrag(index);
         self.after_session(index);
@@ -749,6 +940,8 @@ impl Worker {
         settings.webrtc_advertised = self.webrtc_advertised;
         settings.webrtc_local = self.webrtc_local;
         settings.dtls_cert = self.dtls_cert.clone();
+        settings.tick_grid = Some(self.grid);
+        settings.codec_clock = Some(Instant::now);
         let (session, pbx_offer) = match MediaSession::prepare(now, offer, trunk_codecs, &settings) {
             Ok(prepared) => prepared,
             Err(error) => {
@@ -788,6 +981,9 @@ impl Worker {
             scheduled: None,
             generation: self.next_generation,
             flushed: CallMediaStats::default(),
+            rtp_drops: 0,
+            rtp_deferred: false,
+            last_input: now,
         });
         self.by_id.insert(id, index);
         self.load.calls.fetch_add(1, Ordering::Relaxed);
@@ -825,7 +1021,9 @@ impl Worker {
         flush_metrics(&self.metrics, &mut slot);
         self.demux.remove(index);
         let registry = self.poll.registry();
-        let _ = registry.deregister(&mut slot.rtp);
+        if !slot.rtp_deferred {
+            let _ = registry.deregister(&mut slot.rtp);
+        }
         let _ = registry.deregister(&mut slot.rtcp);
         self.ports.push_back(slot.rtp_port);
         self.free_slots.push(index);
@@ -864,36 +1062,275 @@ impl Worker {
             u64::try_from(p99.as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
+        let mut drops = 0;
+        if let Some(count) = socket_drops(&self.webrtc_socket) {
+            drops += u64::from(count.wrapping_sub(self.webrtc_drops));
+            self.webrtc_drops = count;
+        }
         for slot in self.calls.iter_mut().flatten() {
             flush_metrics(&self.metrics, slot);
+            if let Some(count) = socket_drops(&slot.rtp) {
+                drops += u64::from(count.wrapping_sub(slot.rtp_drops));
+                slot.rtp_drops = count;
+            }
         }
+        if drops > 0 {
+            tracing::warn!(drops, "media sockets dropped datagrams: receive buffers full");
+            self.metrics.socket_drops.fetch_add(drops, Ordering::Relaxed);
+            self.drop_hold = DROP_HOLD;
+        } else {
+            self.drop_hold = self.drop_hold.saturating_sub(1);
+        }
+        self.load.dropping.store(self.drop_hold > 0, Ordering::Relaxed);
     }
+}
+
+/// Asks for a `bytes` receive buffer, forcing past `net.core.rmem_max` when allowed (CAP_NET_ADMIN)
+/// and taking what the kernel grants otherwise; returns the size the kernel reports.
+fn set_receive_buffer(socket: &impl AsRawFd, bytes: usize) -> io::Result<usize> {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let fd = socket.as_raw_fd();
+    let forced = set_int_option(fd, libc::SO_RCVBUFFORCE, value);
+    if forced.is_err() {
+        set_int_option(fd, libc::SO_RCVBUF, value)?;
+    }
+    let mut granted: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `granted` and `len` are valid for writes and `len` holds `granted`'s size.
+    let result = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw mut granted).cast(),
+            &raw mut len,
+        )
+    };
+    if result != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(granted).unwrap_or(0))
+}
+
+fn set_int_option(fd: RawFd, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: `value` lives across the call and the length passed is its size.
+    let result = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            (&raw const value).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The number of datagrams the kernel dropped on `socket` since it was opened (full receive buffer),
+/// from `SO_MEMINFO`; `None` where the kernel does not say.
+fn socket_drops(socket: &impl AsRawFd) -> Option<u32> {
+    let mut info = [0u32; SK_MEMINFO_VARS];
+    let mut len = size_of_val(&info) as libc::socklen_t;
+    // SAFETY: `info` and `len` are valid for writes and `len` holds `info`'s size; the kernel writes
+    // at most `len` bytes and updates `len`.
+    let result = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &raw mut len,
+        )
+    };
+    let drops_end = (SK_MEMINFO_DROPS + 1) * size_of::<u32>();
+    (result == 0 && len as usize >= drops_end).then_some(info[SK_MEMINFO_DROPS])
+}
+
+/// `SO_TIMESTAMPNS_OLD` (linux/asm-generic/socket.h): receive timestamps as a native `timespec`; also
+/// the control message type that carries them.
+const SO_TIMESTAMPNS: libc::c_int = 35;
+/// `SO_MEMINFO` (linux/asm-generic/socket.h) and its layout (linux/sock_diag.h).
+const SO_MEMINFO: libc::c_int = 55;
+const SK_MEMINFO_VARS: usize = 9;
+const SK_MEMINFO_DROPS: usize = 8;
+
+/// Datagrams one drain of a session handed to each leg's sockets.
+#[derive(Debug, Default, Clone, Copy)]
+struct Sent {
+    webrtc: u32,
+    pbx: u32,
 }
 
 fn bind_udp(ip: IpAddr, port: u16) -> io::Result<UdpSocket> {
     let socket = std::net::UdpSocket::bind(SocketAddr::new(ip, port))?;
     socket.set_nonblocking(true)?;
+    set_int_option(socket.as_raw_fd(), SO_TIMESTAMPNS, 1)?;
     Ok(UdpSocket::from_std(socket))
+}
+
+/// When the worker wakes for a deadline `at`: at once when it is due, else at its grid slot.
+fn wake_slot(grid: Instant, at: Instant, now: Instant) -> Instant {
+    if at <= now { at } else { grid_ceil(grid, at) }
+}
+
+/// Room for one datagram's control messages: a `SCM_TIMESTAMPNS` timespec and its header, with
+/// margin; `u64` for the alignment `cmsghdr` needs.
+const CONTROL_WORDS: usize = 8;
+
+/// Buffers for one `recvmmsg` of up to [`BATCH`] datagrams, and what it read.
+struct ReceiveBatch {
+    buffers: Box<[[u8; RECEIVE_BUFFER]; BATCH]>,
+    addresses: [libc::sockaddr_storage; BATCH],
+    controls: [[u64; CONTROL_WORDS]; BATCH],
+    lens: [usize; BATCH],
+    arrivals: [Instant; BATCH],
+}
+
+impl ReceiveBatch {
+    fn new() -> Self {
+        ReceiveBatch {
+            buffers: Box::new([[0; RECEIVE_BUFFER]; BATCH]),
+            // SAFETY: sockaddr_storage is plain data for which all zeroes is a valid value.
+            addresses: unsafe { std::mem::zeroed() },
+            controls: [[0; CONTROL_WORDS]; BATCH],
+            lens: [0; BATCH],
+            arrivals: [Instant::now(); BATCH],
+        }
+    }
+
+    /// Reads what `socket` has waiting, up to [`BATCH`] datagrams, without blocking; returns how many
+    /// (`WouldBlock` when none).
+    fn receive(&mut self, socket: &impl AsRawFd) -> io::Result<usize> {
+        // The pointer tables live on the stack for this call only, so the batch holds no pointers
+        // into itself (and the worker stays `Send`).
+        // SAFETY: iovec and mmsghdr are plain C structs for which all zeroes (null pointers, zero
+        // lengths) is valid; every pointer is set below before the kernel sees it.
+        let mut iovecs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        for (index, (iovec, header)) in iovecs.iter_mut().zip(headers.iter_mut()).enumerate() {
+            iovec.iov_base = self.buffers[index].as_mut_ptr().cast();
+            iovec.iov_len = RECEIVE_BUFFER;
+            let message = &mut header.msg_hdr;
+            message.msg_name = (&raw mut self.addresses[index]).cast();
+            message.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            message.msg_iov = iovec;
+            message.msg_iovlen = 1;
+            message.msg_control = self.controls[index].as_mut_ptr().cast();
+            message.msg_controllen = size_of::<[u64; CONTROL_WORDS]>() as _;
+        }
+        // SAFETY: `headers` describes BATCH messages whose names, buffers and control areas are
+        // owned by `self` and `iovecs`, all alive and unaliased for the duration of the call.
+        let received = unsafe {
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                headers.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        let Ok(count) = usize::try_from(received) else {
+            return Err(io::Error::last_os_error());
+        };
+        // Kernel timestamps are wall-clock time; map them onto the monotonic clock through one
+        // reading of both (a clock step between the two readings is not worth guarding against).
+        let monotonic = Instant::now();
+        let wall = SystemTime::now();
+        for (index, header) in headers.iter().enumerate().take(count) {
+            self.lens[index] = (header.msg_len as usize).min(RECEIVE_BUFFER);
+            self.arrivals[index] = kernel_timestamp(&header.msg_hdr)
+                .and_then(|stamp| wall.duration_since(stamp).ok())
+                .and_then(|age| monotonic.checked_sub(age))
+                .unwrap_or(monotonic);
+        }
+        Ok(count)
+    }
+
+    /// Datagram `index` of the last [`ReceiveBatch::receive`]: its source (`None` when not IP), its
+    /// arrival and its bytes.
+    fn datagram(&self, index: usize) -> (Option<SocketAddr>, Instant, &[u8]) {
+        (
+            socket_addr(&self.addresses[index]),
+            self.arrivals[index],
+            &self.buffers[index][..self.lens[index]],
+        )
+    }
+}
+
+/// The `SCM_TIMESTAMPNS` control message of a received message, as wall-clock time.
+fn kernel_timestamp(message: &libc::msghdr) -> Option<SystemTime> {
+    // SAFETY: `message` was filled by recvmmsg: its control pointer and length describe the control
+    // messages the kernel wrote into our buffer, which the CMSG macros walk within bounds.
+    unsafe {
+        let mut control = libc::CMSG_FIRSTHDR(message);
+        while !control.is_null() {
+            let header = &*control;
+            if header.cmsg_level == libc::SOL_SOCKET && header.cmsg_type == SO_TIMESTAMPNS {
+                let stamp: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(control).cast());
+                let seconds = u64::try_from(stamp.tv_sec).ok()?;
+                let nanos = u32::try_from(stamp.tv_nsec).ok()?;
+                return SystemTime::UNIX_EPOCH.checked_add(Duration::new(seconds, nanos));
+            }
+            control = libc::CMSG_NXTHDR(message, control);
+        }
+    }
+    None
+}
+
+/// The address the kernel wrote into a `sockaddr_storage`.
+fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match libc::c_int::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in, which it is large enough for.
+            let address: &libc::sockaddr_in = unsafe { &*(&raw const *storage).cast() };
+            let ip = Ipv4Addr::from(u32::from_be(address.sin_addr.s_addr));
+            Some(SocketAddr::new(IpAddr::V4(ip), u16::from_be(address.sin_port)))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6, which it is large enough for.
+            let address: &libc::sockaddr_in6 = unsafe { &*(&raw const *storage).cast() };
+            let ip = Ipv6Addr::from(address.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(address.sin6_port),
+                address.sin6_flowinfo,
+                address.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
 }
 
 /// Sends a session's datagrams from the right socket and keeps its events for the channel. A socket
 /// that cannot take a datagram now drops it: media is not worth waiting for.
-fn drain_session(slot: &mut CallSlot, webrtc: &UdpSocket, events: &mut VecDeque<(CallMediaId, MediaEvent)>) {
+fn drain_session(
+    slot: &mut CallSlot,
+    webrtc: &UdpSocket,
+    events: &mut VecDeque<(CallMediaId, MediaEvent)>,
+) -> Sent {
+    let mut sent = Sent::default();
     while let Some(output) = slot.session.poll_output() {
         match output {
             Output::Transmit(transmit) => {
-                let socket = match transmit.socket {
-                    SocketKind::Webrtc => webrtc,
-                    SocketKind::Rtp => &slot.rtp,
-                    SocketKind::Rtcp => &slot.rtcp,
+                let (socket, count) = match transmit.socket {
+                    SocketKind::Webrtc => (webrtc, &mut sent.webrtc),
+                    SocketKind::Rtp => (&slot.rtp, &mut sent.pbx),
+                    SocketKind::Rtcp => (&slot.rtcp, &mut sent.pbx),
                 };
-                if let Err(error) = socket.send_to(transmit.bytes, transmit.to) {
-                    tracing::trace!(%error, to = %transmit.to, "media datagram not sent");
+                match socket.send_to(transmit.bytes, transmit.to) {
+                    Ok(_) => *count += 1,
+                    Err(error) => tracing::trace!(%error, to = %transmit.to, "media datagram not sent"),
                 }
             }
             Output::Event(event) => events.push_back((slot.id, event)),
         }
     }
+    sent
 }
 
 /// Adds what a call counted since the last flush to the shared leg counters.
@@ -984,6 +1421,56 @@ mod tests {
             ..MediaConfig::default()
         };
         assert_eq!(Vec::from(worker_ports(&top, 0, 1)), [65_530, 65_532, 65_534]);
+    }
+
+    #[test]
+    fn deadlines_wait_for_their_grid_slot_unless_due() {
+        let grid = Instant::now();
+        let ms = Duration::from_millis;
+        let now = grid + ms(45);
+        assert_eq!(wake_slot(grid, grid + ms(44), now), grid + ms(44), "due: at once");
+        assert_eq!(wake_slot(grid, grid + ms(47), now), grid + ms(60));
+        assert_eq!(
+            wake_slot(grid, grid + ms(60), now),
+            grid + ms(60),
+            "a tick is on the grid"
+        );
+        assert_eq!(wake_slot(grid, grid + ms(61), now), grid + ms(80));
+    }
+
+    #[test]
+    fn a_batch_reads_every_waiting_datagram_with_its_kernel_arrival() {
+        let receiver = bind_udp(IpAddr::from([127, 0, 0, 1]), 0).unwrap();
+        let to = receiver.local_addr().unwrap();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let from = sender.local_addr().unwrap();
+        let mut batch = ReceiveBatch::new();
+        assert_eq!(
+            batch.receive(&receiver).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        // The first socket asking for timestamps turns them on for the stack, not synchronously.
+        std::thread::sleep(Duration::from_millis(50));
+        let before = Instant::now();
+        for index in 0..(BATCH + 3) {
+            sender.send_to(&[index as u8; 5], to).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let read_at = Instant::now();
+        assert_eq!(batch.receive(&receiver).unwrap(), BATCH);
+        for index in 0..BATCH {
+            let (source, arrival, bytes) = batch.datagram(index);
+            assert_eq!(source, Some(from));
+            assert_eq!(bytes, [index as u8; 5]);
+            // The kernel's timestamp, not the time of the read (a clock granularity of slack).
+            assert!(
+                arrival + Duration::from_millis(1) >= before,
+                "{arrival:?} {before:?}"
+            );
+            assert!(arrival + Duration::from_millis(10) < read_at);
+        }
+        assert_eq!(batch.receive(&receiver).unwrap(), 3);
+        assert_eq!(batch.datagram(2).2, [BATCH as u8 + 2; 5]);
     }
 
     #[test]
