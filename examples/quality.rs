@@ -147,7 +147,8 @@ struct ChainArgs {
     #[arg(long)]
     fec: Option<bool>,
     /// The packet loss the gateway's Opus encoder is told to expect, in % (gateway-opus stage; FEC
-    /// spends bits in proportion); the gateway's fixed value when absent.
+    /// spends bits in proportion); when absent, the gateway's starting value (0 %: the live gateway then
+    /// follows the browser's RTCP loss reports).
     #[arg(long)]
     expected_loss: Option<u8>,
     /// Packets of the gateway's Opus stream lost on the way to the browser, in % (random, the same

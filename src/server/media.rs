@@ -811,6 +811,12 @@ impl Worker {
                         .observe(started.saturating_duration_since(at));
                 }
             }
+            // A slot of a hundred ticks takes milliseconds; a call being set up must not wait for all of
+            // them at each of its steps, or the whole slot adds to its setup time. A stop request taken
+            // here is seen again by the main loop's own `handle_commands`.
+            if !self.commands.is_empty() {
+                self.handle_commands(Instant::now());
+            }
         }
     }
 
