@@ -132,40 +132,60 @@ impl Gateway {
         }
 
         let directory = tempfile::tempdir().expect("test setup: a directory for the gateway");
-        let http = SocketAddr::from(([127, 0, 0, 1], free_port(SippTransport::Tcp)));
-        let sip = SocketAddr::from(([127, 0, 0, 1], free_udp_and_tcp_port()));
+        let log = directory.path().join("callgate.log");
+        let unbound = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut gateway = Gateway {
+            child: None,
+            callgate,
+            directory,
+            http: unbound,
+            sip: unbound,
+            widget_ids,
+            log,
+        };
+        // Ports are picked free and bound by the child a moment later, so a test running in parallel can
+        // take one in between: then the gateway exits at start, and it is started again on fresh ports.
+        for attempt in 1.. {
+            gateway.launch(&options);
+            match gateway.wait_ready(Duration::from_secs(30)) {
+                Ok(()) => break,
+                Err(log) if attempt < 3 && log.contains("in use") => {
+                    eprintln!("callgate serve lost a port to another test; starting it again");
+                }
+                Err(log) => panic!(
+                    "callgate serve exited before it was ready\nconfig:\n{}\nlog:\n{log}",
+                    std::fs::read_to_string(gateway.directory.path().join("callgate.toml"))
+                        .unwrap_or_default(),
+                ),
+            }
+        }
+        gateway
+    }
+
+    /// Picks free ports, writes the config and spawns `callgate serve`.
+    fn launch(&mut self, options: &GatewayOptions) {
+        self.http = SocketAddr::from(([127, 0, 0, 1], free_port(SippTransport::Tcp)));
+        self.sip = SocketAddr::from(([127, 0, 0, 1], free_udp_and_tcp_port()));
         let webrtc_port = free_port(SippTransport::Udp);
         let (rtp_min, rtp_max) = free_udp_range(40);
         let demo_port = free_port(SippTransport::Udp);
         let config = config_text(&ConfigValues {
-            http,
-            sip,
+            http: self.http,
+            sip: self.sip,
             webrtc_port,
             rtp_min,
             rtp_max,
             demo_port,
             demo: options.demo,
-            database_url: callgate.database_url().to_owned(),
+            database_url: self.callgate.database_url().to_owned(),
             overrides: &options.config,
         });
-        let config_path = directory.path().join("callgate.toml");
+        let config_path = self.directory.path().join("callgate.toml");
         std::fs::write(&config_path, config).expect("test setup: write the gateway config");
-        let log = directory.path().join("callgate.log");
-
         let config_arg = config_path.to_string_lossy().into_owned();
-        let mut child = callgate.spawn(&["serve", "--config", &config_arg]);
-        copy_to_file(child.stderr.take(), log.clone());
-        let mut gateway = Gateway {
-            child: Some(child),
-            callgate,
-            directory,
-            http,
-            sip,
-            widget_ids,
-            log,
-        };
-        gateway.wait_ready(Duration::from_secs(30));
-        gateway
+        let mut child = self.callgate.spawn(&["serve", "--config", &config_arg]);
+        copy_to_file(child.stderr.take(), self.log.clone());
+        self.child = Some(child);
     }
 
     /// What a browser on [`ORIGIN`] calls with: its Origin, audio analysed.
@@ -264,20 +284,20 @@ impl Gateway {
         }
     }
 
-    fn wait_ready(&mut self, limit: Duration) {
+    /// Waits for `/readyz`; `Err` with the log when the gateway exited first. Fails the test after
+    /// `limit`.
+    fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Ok((200, _)) = http_get(self.http, "/readyz") {
-                return;
+                return Ok(());
             }
             if let Some(child) = &mut self.child
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!(
-                    "callgate serve exited with {status} before it was ready\nconfig:\n{}\nlog:\n{}",
-                    std::fs::read_to_string(self.directory.path().join("callgate.toml")).unwrap_or_default(),
-                    self.log_text()
-                );
+                // The log is copied by a thread that may still be writing its last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return Err(format!("(exit {status})\n{}", self.log_text()));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
