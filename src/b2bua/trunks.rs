@@ -31,6 +31,10 @@ pub const DEFAULT_OPTIONS_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_DOWN_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// The default number of failed probes in a row that mark a trunk down.
 pub const DEFAULT_FAILURES_BEFORE_DOWN: u32 = 2;
+/// The default time an OPTIONS probe may go unanswered before it counts as failed. Much shorter than the
+/// transaction's own Timer F (64·T1, 32 s): a PBX that answers OPTIONS at all answers within milliseconds,
+/// and waiting for Timer F twice would leave a dead trunk in use for over a minute.
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The first wait before a failed registration is tried again; it doubles with each failure.
 const REGISTER_RETRY_FIRST: Duration = Duration::from_secs(30);
@@ -61,6 +65,8 @@ pub struct MonitorSettings {
     pub down_probe_interval: Duration,
     /// Failed probes in a row that mark an up trunk down (at least 1).
     pub failures_before_down: u32,
+    /// How long a probe may go unanswered before it counts as failed (a later answer is ignored).
+    pub probe_timeout: Duration,
 }
 
 impl MonitorSettings {
@@ -78,6 +84,7 @@ impl MonitorSettings {
             options_interval,
             down_probe_interval: DEFAULT_DOWN_PROBE_INTERVAL,
             failures_before_down: DEFAULT_FAILURES_BEFORE_DOWN,
+            probe_timeout: DEFAULT_PROBE_TIMEOUT,
         }
     }
 
@@ -257,6 +264,15 @@ impl TrunkMonitor {
             ..
         } = self;
         for entry in trunks.values_mut() {
+            if entry
+                .keepalive
+                .pending
+                .as_ref()
+                .is_some_and(|probe| after(probe.sent_at, settings.probe_timeout) <= now)
+            {
+                tracing::debug!(trunk = %entry.trunk.name, "OPTIONS unanswered");
+                entry.probe_ended(now, false, settings, outputs);
+            }
             if entry.keepalive.next_probe.is_some_and(|at| at <= now) {
                 entry.probe(now, settings, outputs);
             }
@@ -282,7 +298,12 @@ impl TrunkMonitor {
                     .registration
                     .as_ref()
                     .and_then(|registration| registration.next_attempt);
-                [entry.keepalive.next_probe, registration]
+                let probe_deadline = entry
+                    .keepalive
+                    .pending
+                    .as_ref()
+                    .map(|probe| after(probe.sent_at, self.settings.probe_timeout));
+                [entry.keepalive.next_probe, registration, probe_deadline]
             })
             .flatten()
             .min()
@@ -1033,6 +1054,7 @@ mod tests {
     };
 
     const SECOND: Duration = Duration::from_secs(1);
+    const MILLISECOND: Duration = Duration::from_millis(1);
 
     fn settings(options_interval: Duration) -> MonitorSettings {
         MonitorSettings::new(
@@ -1238,7 +1260,13 @@ mod tests {
 
     #[test]
     fn two_failures_mark_down_faster_probes_follow_and_one_answer_marks_up() {
-        let mut h = Harness::new(30 * SECOND, vec![trunk(1, false)]);
+        // Failures reported by the transaction (Timer F, transport errors) before the probe's own timeout.
+        let mut h = Harness::new(30 * SECOND, Vec::new());
+        h.monitor = TrunkMonitor::new(MonitorSettings {
+            probe_timeout: 60 * SECOND,
+            ..settings(30 * SECOND)
+        });
+        h.set_trunks(vec![trunk(1, false)]);
         let (_, _, options) = h.one_sent();
         h.respond(1, &options, 200, |_| {});
         assert_eq!(h.events(), vec![status_event(1, true)]);
@@ -1268,6 +1296,46 @@ mod tests {
         assert_eq!(h.events(), vec![status_event(1, true)]);
         let (at, _) = h.next_sent();
         assert_eq!(at, 139 * SECOND, "back to the normal interval");
+    }
+
+    #[test]
+    fn unanswered_probes_fail_after_the_probe_timeout_and_late_answers_are_ignored() {
+        let mut h = Harness::new(30 * SECOND, vec![trunk(1, false)]);
+        let (_, _, options) = h.one_sent();
+        h.respond(1, &options, 200, |_| {});
+        assert_eq!(h.events(), vec![status_event(1, true)]);
+
+        let (at, _) = h.next_sent();
+        assert_eq!(at, 30 * SECOND);
+        h.run_until(34 * SECOND);
+        assert!(h.sent.is_empty() && h.events().is_empty());
+        h.run_until(35 * SECOND);
+        assert!(h.events().is_empty(), "one unanswered probe is not enough");
+        assert_eq!(h.monitor.health(1), Some(Health::Up));
+
+        let (at, options) = h.next_sent();
+        assert_eq!(at, 40 * SECOND, "retried after the down-probe interval");
+        h.run_until(45 * SECOND);
+        assert_eq!(
+            h.events(),
+            vec![status_event(1, false)],
+            "down 15 s after the last answer was due"
+        );
+        h.respond(1, &options, 200, |_| {});
+        assert!(
+            h.events().is_empty(),
+            "an answer after the timeout changes nothing"
+        );
+        assert_eq!(h.monitor.health(1), Some(Health::Down));
+
+        let (at, options) = h.next_sent();
+        assert_eq!(at, 50 * SECOND);
+        h.respond(1, &options, 200, |_| {});
+        assert_eq!(h.events(), vec![status_event(1, true)]);
+        // A transaction outcome for a probe already decided is ignored.
+        h.fail(1, &options, RequestFailure::Timeout);
+        assert!(h.events().is_empty());
+        assert_eq!(h.monitor.health(1), Some(Health::Up));
     }
 
     #[test]
@@ -1820,7 +1888,7 @@ mod tests {
     }
 
     #[test]
-    fn through_a_real_transaction_layer_timer_f_marks_the_trunk_down_and_an_answer_up() {
+    fn through_a_real_transaction_layer_unanswered_probes_mark_the_trunk_down_and_an_answer_up() {
         let start = Instant::now();
         let mut wired = Wired {
             monitor: TrunkMonitor::new(settings(30 * SECOND)),
@@ -1851,10 +1919,12 @@ mod tests {
                         expires: 3600 * SECOND
                     }
                 ),
-                // Probe at 30 s, Timer F at 62 s; probe at 67 s, Timer F at 99 s.
-                (99 * SECOND, status_event(1, false)),
-                // Probe at 104 s, answered.
-                (104 * SECOND, status_event(1, true)),
+                // Probe at 30 s unanswered by 35 s; probe at 40 s unanswered by 45 s (the
+                // transaction's Timer F would only fire at 62 and 72 s).
+                (45 * SECOND, status_event(1, false)),
+                // Down probes every 10 s (5 s unanswered + 5 s apart); the one sent at 100 s, while
+                // the PBX was still unreachable, is answered when UDP retransmits it 500 ms later.
+                (100 * SECOND + 500 * MILLISECOND, status_event(1, true)),
             ]
         );
         assert!(wired.owners.len() <= 1, "finished transactions are forgotten");
