@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pair in cmake:cmake sox:sox sipp:sip-tester tshark:tshark pg_ctlcluster:postgresql openssl:openssl baresip:baresip-core kamailio:kamailio; do
+for pair in cmake:cmake node:nodejs npm:npm sox:sox sipp:sip-tester tshark:tshark pg_ctlcluster:postgresql openssl:openssl baresip:baresip-core kamailio:kamailio; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
