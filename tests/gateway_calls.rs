@@ -317,11 +317,12 @@ async fn options_keepalive_marks_the_trunk_down_and_up() {
         Gateway::start(GatewayOptions {
             trunks: vec![TrunkSpec::udp("pbx", sipp.address())],
             widgets: vec![WidgetSpec::new("shop", "pbx")],
-            // T1 follows the INVITE timeout (T1 = timeout / 64), so Timer F of an unanswered OPTIONS is
-            // 2 s here instead of 32 s, and the two failures that mark a trunk down take seconds.
+            // An OPTIONS unanswered for 1 s fails, long before the transaction's Timer F (32 s here):
+            // two failures mark the trunk down within seconds, which the 60 s wait below could not see
+            // if the keepalive waited for Timer F twice.
             config: vec![
                 ("sip", "options_ping_interval_secs", 1.into()),
-                ("sip", "invite_timeout_secs", 2.into()),
+                ("sip", "options_timeout_secs", 1.into()),
             ],
             ..GatewayOptions::default()
         })

@@ -57,6 +57,8 @@ pub struct GatewaySettings {
     pub transactions: TransactionConfig,
     /// How often trunks get an OPTIONS keepalive (zero: never).
     pub options_interval: Duration,
+    /// How long a keepalive may go unanswered before it counts as failed.
+    pub options_timeout: Duration,
 }
 
 impl GatewaySettings {
@@ -448,12 +450,15 @@ impl Gateway {
     /// A gateway with no connections and no calls.
     pub fn new(settings: GatewaySettings) -> Self {
         Gateway {
-            monitor: TrunkMonitor::new(MonitorSettings::new(
-                settings.user_agent.clone(),
-                settings.sip_udp,
-                settings.sip_tcp,
-                settings.options_interval,
-            )),
+            monitor: TrunkMonitor::new(MonitorSettings {
+                probe_timeout: settings.options_timeout,
+                ..MonitorSettings::new(
+                    settings.user_agent.clone(),
+                    settings.sip_udp,
+                    settings.sip_tcp,
+                    settings.options_interval,
+                )
+            }),
             monitor_requests: HashMap::new(),
             transactions: Transactions::new(settings.transactions),
             admission: Admission::new(settings.limits),
@@ -1948,6 +1953,7 @@ mod tests {
             },
             transactions: TransactionConfig::default(),
             options_interval: Duration::ZERO,
+            options_timeout: Duration::from_secs(5),
         }
     }
 

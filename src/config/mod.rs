@@ -94,6 +94,10 @@ pub struct SipConfig {
     /// Interval between OPTIONS keepalives to each trunk; zero disables them.
     #[serde(rename = "options_ping_interval_secs", with = "fields::secs")]
     pub options_ping_interval: Duration,
+    /// How long an OPTIONS keepalive may go unanswered before it counts as failed (two failures in a
+    /// row mark the trunk down).
+    #[serde(rename = "options_timeout_secs", with = "fields::secs")]
+    pub options_timeout: Duration,
     /// Expiry requested when registering to a trunk that needs registration.
     #[serde(rename = "register_expires_secs", with = "fields::secs")]
     pub register_expires: Duration,
@@ -457,6 +461,12 @@ impl Config {
             ));
         }
         at_least(
+            &["sip.options_timeout_secs"],
+            sip.options_timeout,
+            Duration::from_secs(1),
+            "1 s",
+        )?;
+        at_least(
             &["sip.register_expires_secs"],
             sip.register_expires,
             Duration::from_secs(1),
@@ -626,6 +636,7 @@ impl Default for SipConfig {
             session_expires: Duration::from_secs(1800),
             min_se: Duration::from_secs(90),
             options_ping_interval: Duration::from_secs(30),
+            options_timeout: Duration::from_secs(5),
             register_expires: Duration::from_secs(3600),
             tls_ca_file: None,
         }
@@ -1149,6 +1160,10 @@ mod tests {
         assert_eq!(
             load_error("[media]\njitter_max_ms = -5\n"),
             "x.toml: media.jitter_max_ms: -5 is negative"
+        );
+        assert_eq!(
+            load_error("[sip]\noptions_timeout_secs = 0\n"),
+            "x.toml: sip.options_timeout_secs: 0ns is below the minimum of 1 s"
         );
         assert_eq!(
             load_error("[sip]\nmin_se_secs = 60\n"),

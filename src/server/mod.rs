@@ -306,6 +306,7 @@ fn gateway_settings(config: &Config, udp: Option<SocketAddr>, tcp: Option<Socket
             per_ip_calls_per_minute: config.limits.per_ip_calls_per_minute,
         },
         options_interval: config.sip.options_ping_interval,
+        options_timeout: config.sip.options_timeout,
         transactions: TransactionConfig {
             // sip.invite_timeout is Timer B (64·T1); T2 and T4 keep their RFC 3261 values.
             timers: TimerConfig {
