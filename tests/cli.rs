@@ -634,6 +634,10 @@ fn record_calls(callgate: &Callgate) -> (i64, i64) {
                 packets_sent: 1500,
                 packets_received: 1490,
                 packets_lost: 10,
+                bytes_sent: 240_000,
+                bytes_received: 238_400,
+                jitter_us: Some(1_250),
+                rtt_us: Some(3_400),
             },
             pbx: LegSummary {
                 final_status: Some(200),
@@ -641,6 +645,10 @@ fn record_calls(callgate: &Callgate) -> (i64, i64) {
                 packets_sent: 1490,
                 packets_received: 1500,
                 packets_lost: 0,
+                bytes_sent: 238_400,
+                bytes_received: 240_000,
+                jitter_us: Some(800),
+                rtt_us: None,
             },
         };
         database.calls().finish(first, end).await.expect("finish");
@@ -708,8 +716,10 @@ fn call_records_are_listed_and_shown(callgate: &Callgate) {
         "user_agent": "JsSIP 3.10", "started_at": "2025-11-21T13:35:00.000Z",
         "answered_at": "2025-11-21T13:35:02.000Z", "ended_at": "2025-11-21T13:35:32.500Z", "talk_ms": 30_500,
         "end_cause": "bye", "ended_by": "browser",
-        "browser": {"final_status": 200, "codec": "opus", "packets_sent": 1500, "packets_received": 1490, "packets_lost": 10},
-        "pbx": {"final_status": 200, "codec": "pcmu", "packets_sent": 1490, "packets_received": 1500, "packets_lost": 0},
+        "browser": {"final_status": 200, "codec": "opus", "packets_sent": 1500, "packets_received": 1490, "packets_lost": 10,
+            "bytes_sent": 240_000, "bytes_received": 238_400, "jitter_ms": 1.25, "rtt_ms": 3.4},
+        "pbx": {"final_status": 200, "codec": "pcmu", "packets_sent": 1490, "packets_received": 1500, "packets_lost": 0,
+            "bytes_sent": 238_400, "bytes_received": 240_000, "jitter_ms": 0.8, "rtt_ms": null},
     });
     assert_eq!(calls[1], expected);
     assert_eq!(calls[0]["ended_at"], Value::Null);
@@ -736,6 +746,10 @@ fn call_records_are_listed_and_shown(callgate: &Callgate) {
     );
     let shown = callgate.run(&["calls", "show", &first_text]).success();
     assert!(shown.contains("talk time:   30.500 s\n"), "{shown}");
+    assert!(
+        shown.contains("bytes sent 240000 received 238400, jitter 1.2 ms, rtt 3.4 ms"),
+        "{shown}"
+    );
 
     // An attempt no widget took: listed first, with the dialled id where the widget's name would be.
     let attempt = record_unknown_widget_attempt(callgate);

@@ -92,6 +92,13 @@ async fn browser_calls_hears_the_echo_and_hangs_up() {
     assert_eq!(record["browser"]["final_status"], 200, "{calls:#}");
     assert_eq!(record["pbx"]["final_status"], 200, "{calls:#}");
     assert!(record["answered_at"].is_string(), "{calls:#}");
+    for leg in ["browser", "pbx"] {
+        assert!(record[leg]["bytes_sent"].as_u64() > Some(0), "{calls:#}");
+        assert!(record[leg]["bytes_received"].as_u64() > Some(0), "{calls:#}");
+    }
+    // Our own RTP leg measures jitter from the first packets; the browser leg's comes from str0m's
+    // periodic statistics, which a three-second call may end before.
+    assert!(record["pbx"]["jitter_ms"].is_number(), "{calls:#}");
 }
 
 /// The same call with the gateway on PostgreSQL (several nodes share one database): widget lookup and the

@@ -96,15 +96,24 @@ fn seconds(millis: i64) -> String {
     format!("{}.{:03} s", millis / 1000, millis % 1000)
 }
 
+/// Microseconds as milliseconds with one decimal.
+fn millis_text(micros: u64) -> String {
+    format!("{:.1} ms", micros as f64 / 1000.0)
+}
+
 fn describe(call: &CallRecord) -> String {
     let leg = |leg: &LegSummary| {
         format!(
-            "status {}, codec {}, packets sent {} received {} lost {}",
+            "status {}, codec {}, packets sent {} received {} lost {}, bytes sent {} received {}, jitter {}, rtt {}",
             or_dash(leg.final_status),
             or_dash(leg.codec.as_ref()),
             leg.packets_sent,
             leg.packets_received,
-            leg.packets_lost
+            leg.packets_lost,
+            leg.bytes_sent,
+            leg.bytes_received,
+            or_dash(leg.jitter_us.map(millis_text)),
+            or_dash(leg.rtt_us.map(millis_text)),
         )
     };
     fields(&[
@@ -156,6 +165,12 @@ struct LegView {
     packets_sent: u64,
     packets_received: u64,
     packets_lost: u64,
+    bytes_sent: u64,
+    bytes_received: u64,
+    /// Interarrival jitter of the stream from this side, milliseconds; null when never measured.
+    jitter_ms: Option<f64>,
+    /// RTCP round-trip time to this side, milliseconds; null when never measured.
+    rtt_ms: Option<f64>,
 }
 
 impl From<&LegSummary> for LegView {
@@ -166,6 +181,10 @@ impl From<&LegSummary> for LegView {
             packets_sent: leg.packets_sent,
             packets_received: leg.packets_received,
             packets_lost: leg.packets_lost,
+            bytes_sent: leg.bytes_sent,
+            bytes_received: leg.bytes_received,
+            jitter_ms: leg.jitter_us.map(|micros| micros as f64 / 1000.0),
+            rtt_ms: leg.rtt_us.map(|micros| micros as f64 / 1000.0),
         }
     }
 }

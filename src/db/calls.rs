@@ -74,6 +74,14 @@ pub struct LegSummary {
     pub packets_received: u64,
     /// RTP packets from this side that never arrived.
     pub packets_lost: u64,
+    /// RTP payload bytes sent to this side.
+    pub bytes_sent: u64,
+    /// RTP payload bytes received from this side.
+    pub bytes_received: u64,
+    /// Interarrival jitter of this side's stream, in microseconds, when measured.
+    pub jitter_us: Option<u64>,
+    /// Round-trip time to this side from RTCP, in microseconds, when measured.
+    pub rtt_us: Option<u64>,
 }
 
 /// A call as it starts.
@@ -167,7 +175,9 @@ macro_rules! select_calls {
             "SELECT id, widget_id, widget_name, dialled, trunk_id, trunk_name, source_ip, user_agent, destination, \
              started_at, answered_at, ended_at, end_cause, ended_by, browser_status, browser_codec, \
              browser_packets_sent, browser_packets_received, browser_packets_lost, pbx_status, pbx_codec, \
-             pbx_packets_sent, pbx_packets_received, pbx_packets_lost FROM calls ",
+             pbx_packets_sent, pbx_packets_received, pbx_packets_lost, browser_bytes_sent, \
+             browser_bytes_received, browser_jitter_us, browser_rtt_us, pbx_bytes_sent, pbx_bytes_received, \
+             pbx_jitter_us, pbx_rtt_us FROM calls ",
             $rest
         )
     };
@@ -228,7 +238,10 @@ impl<'a> Calls<'a> {
                  trunk_id = COALESCE($5, trunk_id), trunk_name = COALESCE($6, trunk_name), \
                  browser_status = $7, browser_codec = $8, browser_packets_sent = $9, \
                  browser_packets_received = $10, browser_packets_lost = $11, pbx_status = $12, pbx_codec = $13, \
-                 pbx_packets_sent = $14, pbx_packets_received = $15, pbx_packets_lost = $16 WHERE id = $1",
+                 pbx_packets_sent = $14, pbx_packets_received = $15, pbx_packets_lost = $16, \
+                 browser_bytes_sent = $17, browser_bytes_received = $18, browser_jitter_us = $19, \
+                 browser_rtt_us = $20, pbx_bytes_sent = $21, pbx_bytes_received = $22, pbx_jitter_us = $23, \
+                 pbx_rtt_us = $24 WHERE id = $1",
             )
             .bind(id.0)
             .bind(end.ended_at.unix_millis())
@@ -246,6 +259,14 @@ impl<'a> Calls<'a> {
             .bind(saturating_i64(end.pbx.packets_sent))
             .bind(saturating_i64(end.pbx.packets_received))
             .bind(saturating_i64(end.pbx.packets_lost))
+            .bind(saturating_i64(end.browser.bytes_sent))
+            .bind(saturating_i64(end.browser.bytes_received))
+            .bind(end.browser.jitter_us.map(saturating_i64))
+            .bind(end.browser.rtt_us.map(saturating_i64))
+            .bind(saturating_i64(end.pbx.bytes_sent))
+            .bind(saturating_i64(end.pbx.bytes_received))
+            .bind(end.pbx.jitter_us.map(saturating_i64))
+            .bind(end.pbx.rtt_us.map(saturating_i64))
             .execute(pool)
             .await?
             .rows_affected()
@@ -320,6 +341,14 @@ struct CallRow {
     pbx_packets_sent: i64,
     pbx_packets_received: i64,
     pbx_packets_lost: i64,
+    browser_bytes_sent: i64,
+    browser_bytes_received: i64,
+    browser_jitter_us: Option<i64>,
+    browser_rtt_us: Option<i64>,
+    pbx_bytes_sent: i64,
+    pbx_bytes_received: i64,
+    pbx_jitter_us: Option<i64>,
+    pbx_rtt_us: Option<i64>,
 }
 
 impl TryFrom<CallRow> for CallRecord {
@@ -336,6 +365,8 @@ impl TryFrom<CallRow> for CallRecord {
             .map_err(|_| stored.corrupt("source_ip", format!("'{}' is not an IP address", row.source_ip)))?;
         let status =
             |column, status: Option<i64>| status.map(|status| stored.integer(column, status)).transpose();
+        let optional =
+            |column, value: Option<i64>| value.map(|value| stored.integer(column, value)).transpose();
         Ok(Self {
             id: CallId(row.id),
             widget_id: row.widget_id.map(WidgetId),
@@ -357,6 +388,10 @@ impl TryFrom<CallRow> for CallRecord {
                 packets_sent: stored.integer("browser_packets_sent", row.browser_packets_sent)?,
                 packets_received: stored.integer("browser_packets_received", row.browser_packets_received)?,
                 packets_lost: stored.integer("browser_packets_lost", row.browser_packets_lost)?,
+                bytes_sent: stored.integer("browser_bytes_sent", row.browser_bytes_sent)?,
+                bytes_received: stored.integer("browser_bytes_received", row.browser_bytes_received)?,
+                jitter_us: optional("browser_jitter_us", row.browser_jitter_us)?,
+                rtt_us: optional("browser_rtt_us", row.browser_rtt_us)?,
             },
             pbx: LegSummary {
                 final_status: status("pbx_status", row.pbx_status)?,
@@ -364,6 +399,10 @@ impl TryFrom<CallRow> for CallRecord {
                 packets_sent: stored.integer("pbx_packets_sent", row.pbx_packets_sent)?,
                 packets_received: stored.integer("pbx_packets_received", row.pbx_packets_received)?,
                 packets_lost: stored.integer("pbx_packets_lost", row.pbx_packets_lost)?,
+                bytes_sent: stored.integer("pbx_bytes_sent", row.pbx_bytes_sent)?,
+                bytes_received: stored.integer("pbx_bytes_received", row.pbx_bytes_received)?,
+                jitter_us: optional("pbx_jitter_us", row.pbx_jitter_us)?,
+                rtt_us: optional("pbx_rtt_us", row.pbx_rtt_us)?,
             },
         })
     }
@@ -427,10 +466,16 @@ mod tests {
             packets_sent: 500,
             packets_received: 498,
             packets_lost: 2,
+            bytes_sent: 40_000,
+            bytes_received: 39_840,
+            jitter_us: Some(1_250),
+            rtt_us: Some(3_400),
         };
         let pbx = LegSummary {
             codec: Some("pcmu".to_owned()),
             packets_lost: 0,
+            jitter_us: Some(800),
+            rtt_us: None,
             ..browser.clone()
         };
         let end = CallEnd {

@@ -676,7 +676,16 @@ fn leg_summary(final_status: Option<u16>, stats: Option<&LegMediaStats>) -> LegS
         packets_sent: stats.map_or(0, |stats| stats.packets_sent),
         packets_received: stats.map_or(0, |stats| stats.packets_received),
         packets_lost: stats.map_or(0, |stats| stats.packets_lost),
+        bytes_sent: stats.map_or(0, |stats| stats.bytes_sent),
+        bytes_received: stats.map_or(0, |stats| stats.bytes_received),
+        jitter_us: stats.and_then(|stats| stats.jitter_ms).map(micros),
+        rtt_us: stats.and_then(|stats| stats.rtt_ms).map(micros),
     }
+}
+
+/// Milliseconds (as the media statistics give them) in whole microseconds; negative or NaN is 0.
+fn micros(millis: f64) -> u64 {
+    (millis * 1000.0).round() as u64
 }
 
 #[cfg(test)]
