@@ -67,7 +67,7 @@ use crate::media::session::{
     SessionSettings, SocketKind, grid_ceil,
 };
 use crate::media::webrtc_leg::generate_dtls_cert;
-use crate::metrics::{LegCounters, Metrics};
+use crate::metrics::{HistogramBatch, LegCounters, Metrics};
 use crate::sdp::Codec;
 
 /// Identifies a call's media to the engine; chosen by the caller, unique among live calls.
@@ -267,6 +267,7 @@ impl MediaEngine {
                 next_generation: 0,
                 events: events.clone(),
                 pending_events: VecDeque::new(),
+                histograms: WorkerHistograms::of(&metrics),
                 metrics: metrics.clone(),
                 load: load.clone(),
                 lateness: LatenessWindow::new(),
@@ -548,6 +549,8 @@ struct Worker {
     /// Events the channel had no room for yet.
     pending_events: VecDeque<(CallMediaId, MediaEvent)>,
     metrics: Arc<Metrics>,
+    /// This worker's share of the media histograms, added to `metrics` at each housekeeping.
+    histograms: WorkerHistograms,
     load: Arc<WorkerLoad>,
     lateness: LatenessWindow,
     /// The origin of this worker's 20 ms grid (see the module docs).
@@ -647,8 +650,8 @@ impl Worker {
                 slot.session
                     .handle_webrtc_receive(at, source, self.webrtc_local, bytes);
                 let sent = self.after_session(index);
-                if sent.pbx > 0 {
-                    self.relayed(index, arrival);
+                if sent.pbx > 0 && sent.passthrough {
+                    self.histograms.processing_passthrough.observe(arrival.elapsed());
                 }
             }
             // Fewer than asked for: the queue was empty a moment ago, and the next datagram raises
@@ -658,16 +661,6 @@ impl Worker {
             }
         }
         self.batch = Some(batch);
-    }
-
-    /// A received datagram made the session send toward the other leg: for a passthrough call that
-    /// is the relay, and its delay through the gateway is recorded.
-    fn relayed(&self, index: usize, received: Instant) {
-        if let Some(slot) = self.calls.get(index).and_then(Option::as_ref)
-            && !slot.session.is_transcoding()
-        {
-            self.metrics.processing_passthrough.observe(received.elapsed());
-        }
     }
 
     fn receive_rtp(&mut self, token: usize) {
@@ -708,8 +701,8 @@ impl Worker {
                 slot.last_input = at;
                 slot.session.handle_rtp_receive(at, source, local, bytes);
                 let sent = self.after_session(index);
-                if sent.webrtc > 0 {
-                    self.relayed(index, arrival);
+                if sent.webrtc > 0 && sent.passthrough {
+                    self.histograms.processing_passthrough.observe(arrival.elapsed());
                 }
             }
             if count < BATCH {
@@ -801,12 +794,12 @@ impl Worker {
             let sent = self.after_session(index);
             if work.codec_ops > 0 {
                 // Two codec operations (a decode and an encode) make one transcoded frame.
-                self.metrics
+                self.histograms
                     .transcode_frame_time
                     .observe(work.codec_time * 2 / work.codec_ops);
                 if sent.webrtc + sent.pbx > 0 {
-                    self.metrics.processing_transcoding.observe(started.elapsed());
-                    self.metrics
+                    self.histograms.processing_transcoding.observe(started.elapsed());
+                    self.histograms
                         .tick_wait
                         .observe(started.saturating_duration_since(at));
                 }
@@ -825,7 +818,8 @@ impl Worker {
         let Some(slot) = self.calls.get_mut(index).and_then(Option::as_mut) else {
             return Sent::default();
         };
-        let sent = drain_session(slot, &self.webrtc_socket, &mut self.pending_events);
+        let mut sent = drain_session(slot, &self.webrtc_socket, &mut self.pending_events);
+        sent.passthrough = !slot.session.is_transcoding();
         let due = slot.session.poll_timeout();
         // A call still setting up keeps its exact ICE and DTLS timers: setup time is worth a wake-up.
         let at = if slot.session.is_connected() {
@@ -1044,6 +1038,7 @@ impl Worker {
             self.close(now, id);
         }
         self.send_events();
+        self.histograms.publish(&self.metrics);
     }
 
     fn send_events(&mut self) {
@@ -1063,6 +1058,7 @@ impl Worker {
     }
 
     fn housekeeping(&mut self) {
+        self.histograms.publish(&self.metrics);
         let p99 = self.lateness.take_p99();
         self.load.lateness_p99_micros.store(
             u64::try_from(p99.as_micros()).unwrap_or(u64::MAX),
@@ -1164,11 +1160,45 @@ const SO_MEMINFO: libc::c_int = 55;
 const SK_MEMINFO_VARS: usize = 9;
 const SK_MEMINFO_DROPS: usize = 8;
 
+/// A worker's own batches of the media histograms (see [`HistogramBatch`]).
+struct WorkerHistograms {
+    transcode_frame_time: HistogramBatch,
+    processing_passthrough: HistogramBatch,
+    processing_transcoding: HistogramBatch,
+    tick_wait: HistogramBatch,
+}
+
+impl WorkerHistograms {
+    fn of(metrics: &Metrics) -> Self {
+        WorkerHistograms {
+            transcode_frame_time: metrics.transcode_frame_time.batch(),
+            processing_passthrough: metrics.processing_passthrough.batch(),
+            processing_transcoding: metrics.processing_transcoding.batch(),
+            tick_wait: metrics.tick_wait.batch(),
+        }
+    }
+
+    fn publish(&mut self, metrics: &Metrics) {
+        metrics
+            .transcode_frame_time
+            .absorb(&mut self.transcode_frame_time);
+        metrics
+            .processing_passthrough
+            .absorb(&mut self.processing_passthrough);
+        metrics
+            .processing_transcoding
+            .absorb(&mut self.processing_transcoding);
+        metrics.tick_wait.absorb(&mut self.tick_wait);
+    }
+}
+
 /// Datagrams one drain of a session handed to each leg's sockets.
 #[derive(Debug, Default, Clone, Copy)]
 struct Sent {
     webrtc: u32,
     pbx: u32,
+    /// The session relays packets as they come (no transcoding).
+    passthrough: bool,
 }
 
 fn bind_udp(ip: IpAddr, port: u16) -> io::Result<UdpSocket> {
