@@ -450,12 +450,7 @@ impl WebrtcLeg {
         prefs: CodecPrefs,
         config: &WebrtcLegConfig,
     ) -> Result<(WebrtcLeg, String), WebrtcLegError> {
-        let offer =
-            SdpOffer::from_sdp_string(offer_sdp).map_err(|e| WebrtcLegError::InvalidSdp(e.to_string()))?;
-        if !has_fingerprint(offer_sdp) {
-            return Err(WebrtcLegError::MissingFingerprint);
-        }
-        let offered = OfferedAudio::of(&offer).ok_or(WebrtcLegError::NoAudio)?;
+        let (offer, offered) = checked_offer(offer_sdp)?;
         let mid = offered.mid;
         let offered_codec = choose_codec(&offered.codecs, prefs).ok_or(WebrtcLegError::NoCommonCodec)?;
         let codec = offered_codec.codec;
@@ -507,12 +502,7 @@ impl WebrtcLeg {
     /// makes first (it parses, carries a DTLS fingerprint, has audio). Lets the caller hold the answer
     /// back until it knows which codec to answer with, and still refuse a bad offer at once.
     pub fn offered_codecs(offer_sdp: &str) -> Result<Vec<AudioCodec>, WebrtcLegError> {
-        let offer =
-            SdpOffer::from_sdp_string(offer_sdp).map_err(|e| WebrtcLegError::InvalidSdp(e.to_string()))?;
-        if !has_fingerprint(offer_sdp) {
-            return Err(WebrtcLegError::MissingFingerprint);
-        }
-        let offered = OfferedAudio::of(&offer).ok_or(WebrtcLegError::NoAudio)?;
+        let (_, offered) = checked_offer(offer_sdp)?;
         let codecs: Vec<AudioCodec> = offered.codecs.iter().map(|o| o.codec).collect();
         if codecs.is_empty() {
             return Err(WebrtcLegError::NoCommonCodec);
@@ -1112,6 +1102,18 @@ struct OfferedCodec {
     /// The channel count of its rtpmap. str0m matches it exactly, and browsers differ: Chrome
     /// writes `PCMU/8000`, other endpoints `PCMU/8000/1`.
     channels: Option<u8>,
+}
+
+/// A browser offer parsed and checked the way every leg needs it: it parses, carries a DTLS fingerprint
+/// and has audio.
+fn checked_offer(offer_sdp: &str) -> Result<(SdpOffer, OfferedAudio), WebrtcLegError> {
+    let offer =
+        SdpOffer::from_sdp_string(offer_sdp).map_err(|e| WebrtcLegError::InvalidSdp(e.to_string()))?;
+    if !has_fingerprint(offer_sdp) {
+        return Err(WebrtcLegError::MissingFingerprint);
+    }
+    let offered = OfferedAudio::of(&offer).ok_or(WebrtcLegError::NoAudio)?;
+    Ok((offer, offered))
 }
 
 /// The audio of an offer: the first enabled audio m-line.

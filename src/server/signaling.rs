@@ -369,13 +369,11 @@ async fn trunk_target(trunk: &db::Trunk, tls: &SipTls, resolution: Resolution) -
         db::Transport::Tcp => TrunkTransport::Tcp,
         db::Transport::Tls => TrunkTransport::Tls,
     };
-    let default_port = if transport == TrunkTransport::Tls {
-        5061
-    } else {
-        5060
-    };
     let (connect_host, connect_port) = match &trunk.outbound_proxy {
-        Some(proxy) => (proxy.host.to_string(), proxy.port.unwrap_or(default_port)),
+        Some(proxy) => (
+            proxy.host.to_string(),
+            proxy.port.unwrap_or(trunk.transport.default_port()),
+        ),
         None => (trunk.host.to_string(), trunk.port),
     };
     let address = resolve(&connect_host, connect_port, resolution).await?;
@@ -388,10 +386,7 @@ async fn trunk_target(trunk: &db::Trunk, tls: &SipTls, resolution: Resolution) -
         host: trunk.host.to_string(),
         port: trunk.port,
         address,
-        outbound_proxy: trunk.outbound_proxy.as_ref().map(|proxy| match proxy.port {
-            Some(port) => format!("sip:{}:{port}", proxy.host),
-            None => format!("sip:{}", proxy.host),
-        }),
+        outbound_proxy: trunk.outbound_proxy.as_ref().map(|proxy| format!("sip:{proxy}")),
         transport,
         credentials: trunk.auth.as_ref().map(|auth| Credentials {
             username: auth.username.to_string(),
