@@ -81,8 +81,7 @@ async fn browser_calls_hears_the_echo_and_hangs_up() {
     assert!(!call.report().received.round_trips.is_empty());
     assert_eq!(call.hang_up().await.unwrap(), Some(200));
     sipp_done(&mut sipp);
-    let calls = gateway.cli().run(&["calls", "list", "--json"]).success();
-    let calls: serde_json::Value = serde_json::from_str(&calls).unwrap();
+    let calls = gateway.call_records();
     let record = &calls[0];
     assert_eq!(record["widget"], "shop", "{calls:#}");
     assert_eq!(record["trunk"], "pbx", "{calls:#}");
@@ -119,8 +118,7 @@ async fn a_call_on_postgresql() {
     call.wait_media(WAIT).await.unwrap();
     assert_eq!(call.hang_up().await.unwrap(), Some(200));
     sipp_done(&mut sipp);
-    let calls = gateway.cli().run(&["calls", "list", "--json"]).success();
-    let calls: serde_json::Value = serde_json::from_str(&calls).unwrap();
+    let calls = gateway.call_records();
     assert_eq!(calls[0]["end_cause"], "browser_hangup", "{calls:#}");
 }
 

@@ -46,10 +46,6 @@ async fn answered_call(gateway: &Gateway, baresip: &Baresip) -> Call {
     call
 }
 
-fn call_records(gateway: &Gateway) -> serde_json::Value {
-    serde_json::from_str(&gateway.cli().run(&["calls", "list", "--json"]).success()).unwrap()
-}
-
 /// baresip hears the browser's 440 Hz in what it decoded (the last 2 s of its dump, past the start).
 fn assert_baresip_heard_the_browser(baresip: &Baresip) {
     let samples = baresip.decoded_audio();
@@ -79,7 +75,7 @@ async fn baresip_answers_with_pcmu_and_hangs_up() {
     tokio::task::block_in_place(|| baresip.wait_for_log("terminated", WAIT));
     assert_baresip_heard_the_browser(&baresip);
 
-    let calls = call_records(&gateway);
+    let calls = gateway.call_records();
     assert_eq!(calls[0]["end_cause"], "pbx_hangup", "{calls:#}");
     assert_eq!(calls[0]["ended_by"], "pbx", "{calls:#}");
     assert_eq!(calls[0]["pbx"]["codec"], "pcmu", "{calls:#}");
@@ -95,7 +91,7 @@ async fn baresip_answers_with_pcma_and_the_browser_hangs_up() {
     tokio::task::block_in_place(|| baresip.wait_for_log("terminated", WAIT));
     assert_baresip_heard_the_browser(&baresip);
 
-    let calls = call_records(&gateway);
+    let calls = gateway.call_records();
     assert_eq!(calls[0]["end_cause"], "browser_hangup", "{calls:#}");
     assert_eq!(calls[0]["pbx"]["codec"], "pcma", "{calls:#}");
 }

@@ -58,10 +58,6 @@ async fn answered(gateway: &Gateway, kamailio: &Kamailio) -> Call {
     call
 }
 
-fn call_records(gateway: &Gateway) -> serde_json::Value {
-    serde_json::from_str(&gateway.cli().run(&["calls", "list", "--json"]).success()).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_through_kamailio_answers_its_challenge_and_routes_bye_through_it() {
     let kamailio = tokio::task::block_in_place(|| Kamailio::start(PASSWORD));
@@ -82,7 +78,7 @@ async fn a_call_through_kamailio_answers_its_challenge_and_routes_bye_through_it
         log.contains("in-dialog BYE routed"),
         "the BYE bypassed the proxy:\n{log}"
     );
-    let calls = call_records(&gateway);
+    let calls = gateway.call_records();
     assert_eq!(calls[0]["end_cause"], "browser_hangup", "{calls:#}");
 }
 
@@ -99,7 +95,7 @@ async fn the_pbx_hangs_up_through_kamailio() {
         log.contains("in-dialog BYE routed"),
         "the BYE bypassed the proxy:\n{log}"
     );
-    let calls = call_records(&gateway);
+    let calls = gateway.call_records();
     assert_eq!(calls[0]["end_cause"], "pbx_hangup", "{calls:#}");
 }
 
@@ -120,7 +116,7 @@ async fn a_wrong_password_ends_the_call_with_the_proxys_refusal() {
         gateway.log_text(),
         kamailio.log_text()
     );
-    let calls = call_records(&gateway);
+    let calls = gateway.call_records();
     assert!(calls[0]["answered_at"].is_null(), "{calls:#}");
     assert_eq!(calls[0]["end_cause"], "pbx_rejected", "{calls:#}");
 }

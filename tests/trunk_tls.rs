@@ -90,11 +90,6 @@ fn sipp_done(sipp: &mut Sipp) {
     tokio::task::block_in_place(|| sipp.expect_success(SIPP_DONE));
 }
 
-fn call_records(gateway: &Gateway) -> serde_json::Value {
-    let calls = gateway.cli().run(&["calls", "list", "--json"]).success();
-    serde_json::from_str(&calls).unwrap_or_else(|error| panic!("calls list --json: {error}: {calls}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_over_tls_with_the_echo_and_bye_from_the_browser() {
     let echo = SippOptions {
@@ -125,7 +120,7 @@ async fn a_call_over_tls_with_the_echo_and_bye_from_the_browser() {
     assert!(traces.contains("Via: SIP/2.0/TLS 127.0.0.1:"), "{traces}");
     assert!(traces.contains(";transport=tls>"), "no TLS Contact: {traces}");
     assert_eq!(sipp.received_requests("BYE"), 1);
-    let calls = call_records(&gateway);
+    let calls = gateway.call_records();
     assert_eq!(calls[0]["trunk"], "pbx", "{calls:#}");
     assert_eq!(calls[0]["end_cause"], "browser_hangup", "{calls:#}");
     assert_eq!(calls[0]["pbx"]["final_status"], 200, "{calls:#}");
@@ -144,7 +139,7 @@ async fn the_pbx_hangs_up_over_tls() {
     assert_eq!(call.wait_ended(WAIT).await.unwrap().0, EndedBy::Remote);
     sipp_done(&mut sipp);
     assert_eq!(front.handshakes(), 1);
-    let calls = call_records(&gateway);
+    let calls = gateway.call_records();
     assert_eq!(calls[0]["ended_by"], "pbx", "{calls:#}");
 }
 
@@ -210,7 +205,7 @@ async fn an_unverified_certificate_fails_over_to_the_next_trunk() {
         "{}",
         gateway.log_text()
     );
-    let calls = call_records(&gateway);
+    let calls = gateway.call_records();
     assert_eq!(calls[0]["trunk"], "pbx", "{calls:#}");
 }
 

@@ -241,6 +241,12 @@ impl Gateway {
         callgate::admission::mint_token(self.widget_id(name), &secret, expires)
     }
 
+    /// The call records, newest first (`callgate calls list --json`).
+    pub(crate) fn call_records(&self) -> serde_json::Value {
+        let calls = self.callgate.run(&["calls", "list", "--json"]).success();
+        serde_json::from_str(&calls).unwrap_or_else(|error| panic!("calls list --json: {error}: {calls}"))
+    }
+
     /// The CLI on the gateway's database (e.g. `calls list --json`).
     pub(crate) fn cli(&self) -> &Callgate {
         &self.callgate
@@ -295,8 +301,12 @@ impl Gateway {
             if let Some(child) = &mut self.child
                 && let Ok(Some(status)) = child.try_wait()
             {
-                // The log is copied by a thread that may still be writing its last lines.
-                std::thread::sleep(Duration::from_millis(100));
+                // The log is copied by a thread that may still be writing its last lines: the error
+                // that made the gateway exit is the last of them.
+                let copied = Instant::now() + Duration::from_secs(3);
+                while !self.log_text().contains("error") && Instant::now() < copied {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
                 return Err(format!("(exit {status})\n{}", self.log_text()));
             }
             std::thread::sleep(Duration::from_millis(50));
