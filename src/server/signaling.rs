@@ -370,15 +370,17 @@ async fn trunk_target(trunk: &db::Trunk, tls: &SipTls, resolution: Resolution) -
         db::Transport::Tls => TrunkTransport::Tls,
     };
     let (connect_host, connect_port) = match &trunk.outbound_proxy {
-        Some(proxy) => (
-            proxy.host.to_string(),
-            proxy.port.unwrap_or(trunk.transport.default_port()),
-        ),
-        None => (trunk.host.to_string(), trunk.port),
+        Some(proxy) => (&proxy.host, proxy.port.unwrap_or(trunk.transport.default_port())),
+        None => (&trunk.host, trunk.port),
     };
-    let address = resolve(&connect_host, connect_port, resolution).await?;
+    // Only a name is looked up: an IPv6 literal's text form is bracketed, which no resolver takes.
+    let (address, server_name) = match connect_host {
+        db::Host::Name(name) => (resolve(name, connect_port, resolution).await?, name.clone()),
+        db::Host::Ipv4(ip) => (SocketAddr::new((*ip).into(), connect_port), ip.to_string()),
+        db::Host::Ipv6(ip) => (SocketAddr::new((*ip).into(), connect_port), ip.to_string()),
+    };
     if transport == TrunkTransport::Tls {
-        tls.set_server_name(address, &connect_host);
+        tls.set_server_name(address, &server_name);
     }
     Some(TrunkTarget {
         id: trunk.id.0,
@@ -705,5 +707,48 @@ mod tests {
             resolve("192.0.2.9", 5060, Resolution::Cached).await,
             Some("192.0.2.9:5060".parse().unwrap())
         );
+    }
+
+    #[tokio::test]
+    async fn ip_literal_trunks_need_no_lookup_and_ipv6_ones_are_routable() {
+        let (_stop_tx, stop) = watch::channel(false);
+        let (events, _events_rx) = mpsc::channel(8);
+        let roots = rustls::ClientConfig::builder()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let tls = SipTls::new(roots, events, 65_536, stop);
+        let trunk = |host: &str, proxy: Option<&str>| db::Trunk {
+            id: db::TrunkId(1),
+            name: "pbx".parse().unwrap(),
+            host: host.parse().unwrap(),
+            port: 5080,
+            transport: db::Transport::Udp,
+            outbound_proxy: proxy.map(|proxy| proxy.parse().unwrap()),
+            auth: None,
+            register: false,
+            register_expiry: 3600,
+            codecs: db::CodecList::default(),
+            priority: 0,
+            enabled: true,
+            created_at: Timestamp::from_unix_millis(0),
+            updated_at: Timestamp::from_unix_millis(0),
+        };
+        let target = trunk_target(&trunk("2001:db8::7", None), &tls, Resolution::Fresh)
+            .await
+            .expect("an IPv6 trunk is routable");
+        assert_eq!(target.address, "[2001:db8::7]:5080".parse().unwrap());
+        let target = trunk_target(
+            &trunk("pbx.example", Some("[2001:db8::8]")),
+            &tls,
+            Resolution::Fresh,
+        )
+        .await
+        .expect("a trunk behind an IPv6 proxy is routable");
+        assert_eq!(target.address, "[2001:db8::8]:5060".parse().unwrap());
+        assert_eq!(target.outbound_proxy.as_deref(), Some("sip:[2001:db8::8]"));
+        let target = trunk_target(&trunk("192.0.2.10", None), &tls, Resolution::Fresh)
+            .await
+            .expect("an IPv4 trunk is routable");
+        assert_eq!(target.address, "192.0.2.10:5080".parse().unwrap());
     }
 }

@@ -96,7 +96,6 @@ impl SipTls {
     /// Remembers that the trunk at `peer` is called `host`: its certificate must name `host`, which is also
     /// sent as SNI. Without a name the certificate must hold `peer`'s IP address.
     pub fn set_server_name(&self, peer: SocketAddr, host: &str) {
-        let host = host.trim_start_matches('[').trim_end_matches(']');
         match ServerName::try_from(host.to_owned()) {
             Ok(name) => {
                 self.lock_names().insert(peer, name);
